@@ -1,0 +1,215 @@
+"""Shared machinery of the task DataModules: splits, loaders, batches as dicts, data-root resolution.
+
+Every task DataModule yields batches as dicts: ``x`` (network input), ``y`` (target)
+and any extra keys its metric or loss needs (recording ids, clip ids, masks). Two
+protocols are selected by ``split``:
+
+* ``"search"``: fit on the training part, validate (and finally score) on the
+  validation part; nothing touches the test set;
+* ``"final"``: fit on train + validation (unless the task's protocol says otherwise)
+  and score on the test set; there is no validation set, so model selection cannot
+  peek at the test set, and the reported model is the one at the end of training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nb360.datamodules.sources import RemoteFile, SourceName, Sources, checksum_path, fetch_files, verify_file
+from nb360.errors import DataError
+from nb360.tasks import TaskSpec, get_task
+
+__all__ = ["TensorDictDataset", "EpochShuffle", "TaskDataModule", "default_root"]
+
+Split = Literal["search", "final"]
+
+
+def default_root(task: str) -> Path:
+    """``$NB360_DATA/<task>`` if the variable is set, else ``./data/<task>``."""
+    return Path(os.environ.get("NB360_DATA", "data")) / task
+
+
+def _passthrough(batch: Any) -> Any:
+    return batch
+
+
+class TensorDictDataset(Dataset):
+    """Equal-length tensors indexed together; batches are gathered with one indexing op per tensor."""
+
+    def __init__(self, **tensors: Tensor) -> None:
+        lengths = {len(t) for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"tensors must have equal length, got { {k: len(t) for k, t in tensors.items()} }")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {k: t[index] for k, t in self.tensors.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return {k: t[index] for k, t in self.tensors.items()}
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, so a run resumed from a
+    checkpoint sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Base of the task DataModules. Subclasses set ``task``/``files`` and implement :meth:`load`.
+
+    Args:
+        root: directory of the task's files (default ``$NB360_DATA/<task>`` or ``data/<task>``).
+        split: ``"search"`` (train -> validation) or ``"final"`` (train + validation -> test).
+        batch_size: training batch size (default: the task's reference).
+        eval_batch_size: evaluation batch size (default: the task's reference, else ``batch_size``).
+        num_workers: DataLoader worker processes.
+        faithful: reproduce the reference code's quirks that ``docs/tasks.md`` marks as fixable.
+        source: where missing files come from: ``auto`` (S3, then https), ``local``, ``s3``, ``https``.
+        s3_bucket, s3_endpoint, https_base: the S3 bucket, an alternative S3 endpoint, an https mirror.
+    """
+
+    task: ClassVar[str]
+    files: ClassVar[tuple[RemoteFile, ...]] = ()
+
+    def __init__(
+        self,
+        root: str | None = None,
+        split: Split = "final",
+        batch_size: int | None = None,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        faithful: bool = True,
+        source: SourceName = "auto",
+        s3_bucket: str = "pde-xd",
+        s3_endpoint: str | None = None,
+        https_base: str = "https://pde-xd.s3.amazonaws.com",
+    ) -> None:
+        super().__init__()
+        if split not in ("search", "final"):
+            raise DataError(f"split must be 'search' or 'final', got {split!r}")
+        spec = self.spec
+        self.root = Path(root) if root is not None else default_root(spec.name)
+        self.split = split
+        self.batch_size = batch_size or spec.reference.batch_size
+        self.eval_batch_size = eval_batch_size or spec.reference.eval_batch_size or self.batch_size
+        self.num_workers = num_workers
+        self.faithful = faithful
+        self.sources = Sources(source, s3_bucket, s3_endpoint, https_base)
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.task)
+
+    # ----------------------------------------------------------------- data files
+    def required_files(self) -> tuple[RemoteFile, ...]:
+        """The files this configuration reads (all of ``files`` unless a subclass narrows it)."""
+        return self.files
+
+    def missing_hint(self) -> str:
+        """Extra advice appended to the missing-files error (e.g. how to generate the data instead)."""
+        return ""
+
+    def prepare_data(self) -> None:
+        fetch_files(self.required_files(), self.root, self.sources, self.spec.name, self.missing_hint())
+
+    def verify(self) -> list[str]:
+        """Check every file's checksum and format; one line per file."""
+        lines = []
+        for file in self.required_files():
+            path = self.root / file.name
+            if not path.exists():
+                raise DataError(f"{path} is missing; fetch it with `python -m nb360.data download --task {self.spec.name} --root {self.root}`")
+            if checksum_path(path).exists():  # a recorded checksum first: "changed since" says more than "unreadable"
+                digest = verify_file(path, file.sha256)
+                summary = self.describe_file(path)
+            else:  # first use: check the format before trusting the file's checksum
+                summary = self.describe_file(path)
+                digest = verify_file(path, file.sha256)
+            lines.append(f"ok  {path}  sha256 {digest[:16]}  {summary}")
+        return lines
+
+    def describe_file(self, path: Path) -> str:
+        """Check a file's format and summarise its content in a few words (subclasses parse their formats)."""
+        return f"{path.stat().st_size} bytes"
+
+    @classmethod
+    def write_fixture(cls, root: Path, n: int, seed: int = 0) -> list[Path]:
+        """Write a tiny dataset of ``n`` samples per part in the exact on-disk format; return its files."""
+        raise NotImplementedError(f"{cls.__name__} does not define write_fixture")
+
+    @classmethod
+    def fixture_args(cls, n: int) -> dict[str, Any]:
+        """The ``--data.*`` options needed to read a fixture of ``n`` samples (none when sizes come from the files)."""
+        return {}
+
+    # ----------------------------------------------------------------- datasets
+    def load(self) -> Mapping[str, Dataset]:
+        """Build the datasets of ``self.split``: keys ``train`` and ``val`` (search) or ``train`` and ``test`` (final)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            self.datasets = dict(self.load())
+
+    def output_decoder(self) -> nn.Module:
+        """Maps network outputs to the units of the targets (identity unless the task normalises targets)."""
+        return nn.Identity()
+
+    @property
+    def has_validation(self) -> bool:
+        return self.split == "search"
+
+    @property
+    def eval_split(self) -> str:
+        """The part that the ``test`` stage scores: the test set (final) or the validation set (search)."""
+        return "test" if self.split == "final" else "val"
+
+    def _loader(self, part: str, train: bool) -> DataLoader:
+        dataset = self.datasets[part]
+        batched = isinstance(dataset, TensorDictDataset)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=EpochShuffle(len(dataset), torch.initial_seed()) if train else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=_passthrough if batched else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list[Any]:
+        return self._loader("val", train=False) if self.has_validation else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_split, train=False)

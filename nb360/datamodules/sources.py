@@ -1,0 +1,191 @@
+"""Fetching and caching task files: local directory, the NB360 S3 bucket (anonymous), https.
+
+Every file lives under the task's data root. A download goes to ``<name>.part`` and
+resumes from there after an interruption (HTTP/S3 range requests); only a complete
+download is renamed to ``<name>``. The SHA-256 of each file is recorded beside it in
+``<name>.sha256`` (``sha256sum -c`` format) when nb360 first gets it, and checked on
+every later use, so a file changed or truncated later is caught. A lock file per data
+file keeps concurrent runs on one cache from fetching or checking it at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from nb360.errors import DataError
+from nb360.io import atomic_open, sha256_file
+
+__all__ = [
+    "RemoteFile",
+    "Sources",
+    "SourceName",
+    "fetch_files",
+    "verify_file",
+    "record_checksum",
+    "checksum_path",
+]
+
+SourceName = Literal["auto", "local", "s3", "https"]
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file a task needs: its name under the data root and its key in the NB360 bucket."""
+
+    name: str
+    s3_key: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where task files come from. ``auto`` tries the local root, then S3, then https.
+
+    ``s3_endpoint`` points boto3 at another S3 server (a mirror or a local test server);
+    ``https_base`` is the URL prefix of an https mirror (default: the bucket's own https form).
+    """
+
+    source: SourceName = "auto"
+    s3_bucket: str = "pde-xd"
+    s3_endpoint: str | None = None
+    https_base: str = "https://pde-xd.s3.amazonaws.com"
+
+    def order(self) -> list[str]:
+        return ["s3", "https"] if self.source == "auto" else ([] if self.source == "local" else [self.source])
+
+    def describe(self) -> str:
+        endpoint = f" at {self.s3_endpoint}" if self.s3_endpoint else ""
+        return f"s3://{self.s3_bucket}/{endpoint} or {self.https_base.rstrip('/')}/"
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def record_checksum(path: Path) -> str:
+    digest = sha256_file(path)
+    with atomic_open(checksum_path(path), "w", encoding="utf-8") as f:
+        f.write(f"{digest}  {path.name}\n")
+    return digest
+
+
+def verify_file(path: Path, expected: str | None = None) -> str:
+    """Check ``path`` against its recorded (or a published) SHA-256; record it on first use."""
+    sidecar = checksum_path(path)
+    if sidecar.exists():
+        recorded = sidecar.read_text(encoding="utf-8").split()[0] if sidecar.stat().st_size else ""
+        expected = expected or recorded
+    if expected is None:
+        return record_checksum(path)
+    actual = sha256_file(path)
+    if actual != expected:
+        raise DataError(
+            f"checksum mismatch for {path}: expected sha256 {expected[:16]}..., found {actual[:16]}...; "
+            f"the file is corrupt or was replaced; delete it and {sidecar.name} to fetch it again"
+        )
+    if not sidecar.exists():
+        record_checksum(path)
+    return actual
+
+
+def _progress(name: str, total: int | None, initial: int) -> tqdm:
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
+
+
+def _download_s3(sources: Sources, key: str, part: Path) -> None:
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    config = Config(signature_version=UNSIGNED, connect_timeout=15, read_timeout=60, retries={"max_attempts": 3})
+    client = boto3.client("s3", endpoint_url=sources.s3_endpoint, config=config)
+    total = int(client.head_object(Bucket=sources.s3_bucket, Key=key)["ContentLength"])
+    offset = part.stat().st_size if part.exists() else 0
+    if offset > total:
+        part.unlink()
+        offset = 0
+    with open(part, "ab") as out, _progress(part.name[: -len(".part")], total, offset) as bar:
+        if offset < total:
+            body = client.get_object(Bucket=sources.s3_bucket, Key=key, Range=f"bytes={offset}-")["Body"]
+            for block in body.iter_chunks(_CHUNK):
+                out.write(block)
+                bar.update(len(block))
+    if part.stat().st_size != total:
+        raise OSError(f"incomplete download ({part.stat().st_size} of {total} bytes)")
+
+
+def _download_https(sources: Sources, key: str, part: Path) -> None:
+    url = f"{sources.https_base.rstrip('/')}/{key}"
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as err:
+        if err.code != 416:  # 416: the partial file already holds everything
+            raise
+        return
+    with response:
+        if offset and response.status != 206:  # the server ignored the range: start over
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        with open(part, "ab" if offset else "wb") as out, _progress(part.name[: -len(".part")], total, offset) as bar:
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                out.write(block)
+                bar.update(len(block))
+    if total is not None and part.stat().st_size != total:
+        raise OSError(f"incomplete download ({part.stat().st_size} of {total} bytes)")
+
+
+_DOWNLOADERS = {"s3": _download_s3, "https": _download_https}
+
+
+def _fetch_one(file: RemoteFile, root: Path, sources: Sources) -> tuple[Path, list[str]]:
+    path = root / file.name
+    with FileLock(str(root / f".{file.name}.lock")):
+        if path.exists():
+            verify_file(path, file.sha256)
+            return path, []
+        failures = []
+        part = path.with_name(path.name + ".part")
+        for name in sources.order():
+            try:
+                _DOWNLOADERS[name](sources, file.s3_key, part)
+            except Exception as err:  # each source's failure is reported, then the next is tried
+                failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                continue
+            os.replace(part, path)
+            verify_file(path, file.sha256)
+            return path, []
+        return path, failures
+
+
+def fetch_files(files: Sequence[RemoteFile], root: Path, sources: Sources, task: str, hint: str = "") -> list[Path]:
+    """Make every file of ``files`` present and verified under ``root``; one-line :class:`DataError` otherwise."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths, missing, reasons = [], [], {}
+    for file in files:
+        path, failures = _fetch_one(file, root, sources)
+        paths.append(path)
+        if not path.exists():
+            missing.append(file.name)
+            for failure in failures:
+                reasons.setdefault(failure.split(":", 1)[0], failure)
+    if missing:
+        tried = f"; download failed: {'; '.join(reasons.values())}" if reasons else "; source=local: nothing downloaded"
+        raise DataError(
+            f"task {task}: missing {', '.join(missing)} in {root.resolve()}; fetch them with "
+            f"`python -m nb360.data download --task {task} --root {root}` (from {sources.describe()}) "
+            f"or put them in that directory{hint}{tried}"
+        )
+    return paths

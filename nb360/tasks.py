@@ -1,0 +1,154 @@
+"""Task registry: what every method needs to know about a task, as plain data.
+
+A :class:`TaskSpec` says what goes into and comes out of a network (dimensionality,
+point or dense, input shape, outputs), how it is trained (loss, reference
+hyperparameters) and how it is scored (metric). Each task module in
+:mod:`nb360.datamodules` registers its spec next to its DataModule; nothing else in
+nb360 branches on a task's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
+
+from nb360.errors import UsageError
+
+if TYPE_CHECKING:
+    from nb360.datamodules.base import TaskDataModule
+
+__all__ = [
+    "Reference",
+    "TaskSpec",
+    "register_task",
+    "get_task",
+    "task_names",
+    "reference_lr_factor",
+]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Reference training hyperparameters of the default WRN/ResNet1D baseline on a task.
+
+    The defaults are the NB360 backbone settings shared by all tasks: SGD with Nesterov
+    momentum 0.9, weight decay 5e-4, 200 epochs, learning rate x0.2 at 30/60/80 % of
+    the epochs (:func:`reference_lr_factor`).
+    """
+
+    lr: float
+    batch_size: int
+    eval_batch_size: int | None = None
+    epochs: int = 200
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Plain description of one task. See ``docs/tasks.md`` for the protocols behind each field."""
+
+    name: str
+    title: str
+    dims: Literal[1, 2]
+    kind: Literal["point", "dense"]
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    loss: str
+    metric: str
+    reference: Reference
+    aliases: tuple[str, ...] = ()
+    metric_kwargs: Mapping[str, object] = field(default_factory=dict)
+    extra_metrics: tuple[str, ...] = ()
+    network_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    datamodule: type[TaskDataModule] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dims not in (1, 2):
+            raise ValueError(f"task {self.name!r}: dims must be 1 or 2, got {self.dims!r}")
+        if self.kind not in ("point", "dense"):
+            raise ValueError(f"task {self.name!r}: kind must be 'point' or 'dense', got {self.kind!r}")
+        if len(self.input_shape) != self.dims + 1:
+            raise ValueError(
+                f"task {self.name!r}: input_shape {self.input_shape} must be (channels, *{self.dims} spatial sizes)"
+            )
+        object.__setattr__(self, "metric_kwargs", MappingProxyType(dict(self.metric_kwargs)))
+        object.__setattr__(self, "network_options", MappingProxyType(dict(self.network_options)))
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def lower_is_better(self) -> bool:
+        from nb360.metrics import metric_class, metric_lower_is_better
+
+        return metric_lower_is_better(metric_class(self.metric))
+
+    def require_datamodule(self) -> type[TaskDataModule]:
+        """The task's DataModule class, or a one-line error if nb360 does not ship one yet."""
+        if self.datamodule is None:
+            ready = ", ".join(s.name for s in _registered() if s.datamodule is not None)
+            raise UsageError(
+                f"task {self.name!r} ({self.title}) is registered but this version of nb360 has no data loader "
+                f"for it yet; tasks with data loaders: {ready}"
+            )
+        return self.datamodule
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+_ALIASES: dict[str, str] = {}
+_BUILTINS_LOADED = False
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task to the registry (its name and aliases are matched case-insensitively)."""
+    keys = [spec.name.lower(), *(a.lower() for a in spec.aliases)]
+    for key in keys:
+        owner = _ALIASES.get(key)
+        if owner is not None and owner != spec.name:
+            raise ValueError(f"task name or alias {key!r} of {spec.name!r} is already taken by task {owner!r}")
+    _REGISTRY[spec.name] = spec
+    for key in keys:
+        _ALIASES[key] = spec.name
+    return spec
+
+
+def _registered() -> list[TaskSpec]:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module("nb360.datamodules")
+    return list(_REGISTRY.values())
+
+
+def task_names() -> list[str]:
+    """Canonical names of all registered tasks, in registration order."""
+    return [s.name for s in _registered()]
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look a task up by name or alias; unknown names give a one-line error listing the choices."""
+    _registered()
+    key = _ALIASES.get(str(name).lower())
+    if key is None:
+        raise UsageError(f"unknown task {name!r}; choose one of: {', '.join(task_names())}")
+    return _REGISTRY[key]
+
+
+def reference_lr_factor(epoch: int, epochs: int) -> float:
+    """NB360 backbone step schedule: x0.2 at 30 %, 60 % and 80 % of the epochs.
+
+    With the reference 200 epochs the thresholds are 60/120/160 and all three
+    comparisons are ``>=``; with any other budget the reference code uses
+    ``epoch >= int(0.3 E)``, ``epoch > int(0.6 E)`` and ``epoch > int(0.8 E)``.
+    """
+    if epochs == 200:
+        steps = (epoch >= 60) + (epoch >= 120) + (epoch >= 160)
+    else:
+        steps = (epoch >= int(0.3 * epochs)) + (epoch > int(0.6 * epochs)) + (epoch > int(0.8 * epochs))
+    return 0.2**steps
