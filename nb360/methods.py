@@ -8,12 +8,12 @@ with their defaults in ``configs/methods/<name>.yaml``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nb360.errors import UsageError
+from nb360.registry import Registry
 from nb360.tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from nb360.run import RunContext
 
-__all__ = ["Method", "register_method", "get_method", "method_names", "fit_and_test"]
+__all__ = ["Method", "METHODS", "register_method", "get_method", "method_names", "fit_and_test"]
 
 
 def _applies_everywhere(spec: TaskSpec) -> str | None:
@@ -53,43 +53,26 @@ class Method:
     def check(self, spec: TaskSpec) -> None:
         reason = self.applies_to(spec)
         if reason is not None:
-            usable = [m.name for m in _registered() if m.applies_to(spec) is None]
+            usable = [m.name for m in METHODS.values() if m.applies_to(spec) is None]
             raise UsageError(
                 f"method {self.name!r} does not apply to task {spec.name!r}: {reason}; "
                 f"methods for {spec.name}: {', '.join(usable)}"
             )
 
 
-_REGISTRY: dict[str, Method] = {}
-_BUILTINS_LOADED = False
+METHODS: Registry[Method] = Registry("method", builtins="nb360.search")
 
 
 def register_method(method: Method) -> Method:
-    for key in (method.name, *method.aliases):
-        owner = next((m.name for m in _REGISTRY.values() if key in (m.name, *m.aliases)), None)
-        if owner is not None and owner != method.name:
-            raise ValueError(f"method name {key!r} is already taken by {owner!r}")
-    _REGISTRY[method.name] = method
-    return method
-
-
-def _registered() -> list[Method]:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("nb360.search")
-    return list(_REGISTRY.values())
+    return METHODS.register(method.name, method, method.aliases)
 
 
 def method_names() -> list[str]:
-    return [m.name for m in _registered()]
+    return METHODS.names()
 
 
 def get_method(name: str) -> Method:
-    for method in _registered():
-        if str(name).lower() in (method.name, *method.aliases):
-            return method
-    raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(method_names())}")
+    return METHODS.get(name)
 
 
 def fit_and_test(ctx: RunContext) -> dict[str, Any]:

@@ -9,13 +9,13 @@ nb360 branches on a task's name.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from nb360.errors import UsageError
+from nb360.registry import Registry
 
 if TYPE_CHECKING:
     from nb360.datamodules.base import TaskDataModule
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Reference",
     "TaskSpec",
+    "TASKS",
     "register_task",
     "get_task",
     "task_names",
@@ -92,7 +93,7 @@ class TaskSpec:
     def require_datamodule(self) -> type[TaskDataModule]:
         """The task's DataModule class, or a one-line error if nb360 does not ship one yet."""
         if self.datamodule is None:
-            ready = ", ".join(s.name for s in _registered() if s.datamodule is not None)
+            ready = ", ".join(s.name for s in TASKS.values() if s.datamodule is not None)
             raise UsageError(
                 f"task {self.name!r} ({self.title}) is registered but this version of nb360 has no data loader "
                 f"for it yet; tasks with data loaders: {ready}"
@@ -100,44 +101,22 @@ class TaskSpec:
         return self.datamodule
 
 
-_REGISTRY: dict[str, TaskSpec] = {}
-_ALIASES: dict[str, str] = {}
-_BUILTINS_LOADED = False
+TASKS: Registry[TaskSpec] = Registry("task", builtins="nb360.datamodules")
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
     """Add a task to the registry (its name and aliases are matched case-insensitively)."""
-    keys = [spec.name.lower(), *(a.lower() for a in spec.aliases)]
-    for key in keys:
-        owner = _ALIASES.get(key)
-        if owner is not None and owner != spec.name:
-            raise ValueError(f"task name or alias {key!r} of {spec.name!r} is already taken by task {owner!r}")
-    _REGISTRY[spec.name] = spec
-    for key in keys:
-        _ALIASES[key] = spec.name
-    return spec
-
-
-def _registered() -> list[TaskSpec]:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("nb360.datamodules")
-    return list(_REGISTRY.values())
+    return TASKS.register(spec.name, spec, spec.aliases)
 
 
 def task_names() -> list[str]:
     """Canonical names of all registered tasks, in registration order."""
-    return [s.name for s in _registered()]
+    return TASKS.names()
 
 
 def get_task(name: str) -> TaskSpec:
     """Look a task up by name or alias; unknown names give a one-line error listing the choices."""
-    _registered()
-    key = _ALIASES.get(str(name).lower())
-    if key is None:
-        raise UsageError(f"unknown task {name!r}; choose one of: {', '.join(task_names())}")
-    return _REGISTRY[key]
+    return TASKS.get(name)
 
 
 def reference_lr_factor(epoch: int, epochs: int) -> float:

@@ -35,6 +35,21 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory):
     patch.undo()
 
 
+@pytest.fixture(autouse=True)
+def restore_registries():
+    """Tasks and methods that a test registers (YAML tasks, plugins) do not leak into later tests."""
+    from nb360.methods import METHODS
+    from nb360.tasks import TASKS
+
+    saved = []
+    for registry in (TASKS, METHODS):
+        registry.names()  # load the built-ins first
+        saved.append((registry, dict(registry._entries), dict(registry._keys)))
+    yield
+    for registry, entries, keys in saved:
+        registry._entries, registry._keys = entries, keys
+
+
 @pytest.fixture(scope="session")
 def s3_server(isolated_environment):
     """A local S3 server (moto) on 127.0.0.1 with the public bucket ``pde-xd`` holding ``task/blob.bin``."""

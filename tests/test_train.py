@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, darcy_args
+from conftest import QUIET, REPO, darcy_args
 from helpers import darcy_reference, pointwise_encode, read_results
-from nb360.methods import Method, _REGISTRY, fit_and_test, register_method
+from nb360.methods import METHODS, Method, fit_and_test, register_method
 from nb360.models import build_network
 from nb360.search.train import TrainModule
 from nb360.tasks import get_task
@@ -44,18 +44,23 @@ def test_run_directory_and_results(train, tmp_path, darcy_root):
     assert len(train_losses(run_dir)) == 2
 
     # recompute the test metric from the saved weights with an independent data pipeline
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
+    assert results["value"] == pytest.approx(darcy_test_metric(run_dir / "checkpoints" / "last.ckpt", darcy_root, 8), rel=1e-4)
+
+
+def darcy_test_metric(checkpoint: Path, root: Path, n_test: int) -> float:
+    """Relative l2 of a checkpoint's network on the fixture's test set, computed with numpy from the raw files."""
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
     net = build_network("wrn", get_task("darcy"))
     net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
-    a_train, u_train = darcy_reference(darcy_root, 1, 8)
-    a_test, u_test = darcy_reference(darcy_root, 2, 8)
+    a_train, u_train = darcy_reference(root, 1, 8)
+    a_test, u_test = darcy_reference(root, 2, n_test)
     grid = np.linspace(0, 1, 5, dtype=np.float32)
-    x = np.stack([pointwise_encode(a_test, a_train), np.broadcast_to(grid, (8, 5, 5)), np.broadcast_to(grid[:, None], (8, 5, 5))], 1)
+    n = len(a_test)
+    x = np.stack([pointwise_encode(a_test, a_train), np.broadcast_to(grid, (n, 5, 5)), np.broadcast_to(grid[:, None], (n, 5, 5))], 1)
     with torch.no_grad():
         out = net.eval()(torch.from_numpy(x.astype(np.float32)))[:, 0].double().numpy()
     pred = out * (u_train.std(0, ddof=1) + 1e-5) + u_train.mean(0)
-    expected = np.mean([np.linalg.norm(pred[i] - u_test[i]) / np.linalg.norm(u_test[i]) for i in range(8)])
-    assert results["value"] == pytest.approx(expected, rel=1e-4)
+    return float(np.mean([np.linalg.norm(pred[i] - u_test[i]) / np.linalg.norm(u_test[i]) for i in range(n)]))
 
 
 def test_search_split_scores_the_best_checkpoint_on_validation(train, tmp_path, darcy_root):
@@ -106,8 +111,8 @@ def test_resume_continues_exactly_where_the_run_stopped(train, tmp_path, darcy_r
 
 def test_same_seed_same_numbers_other_seed_other_numbers(train, tmp_path, darcy_root):
     values = []
-    for out, seed in ((tmp_path / "a", 3), (tmp_path / "b", 3), (tmp_path / "c", 4)):
-        assert train(*darcy_args(darcy_root), "--trainer.max_epochs=2", f"--seed={seed}", output_dir=out) == 0
+    for out, seed, flag in ((tmp_path / "a", 3, "--seed"), (tmp_path / "b", 3, "--seed_everything"), (tmp_path / "c", 4, "--seed")):
+        assert train(*darcy_args(darcy_root), "--trainer.max_epochs=2", f"{flag}={seed}", output_dir=out) == 0
         run_dir = out / "darcy" / "wrn" / f"seed{seed}"
         values.append((read_results(run_dir)["value"], train_losses(run_dir)))
     assert values[0] == values[1]
@@ -164,7 +169,7 @@ def test_a_method_that_does_not_apply_is_refused_with_the_reason(train, capsys):
     try:
         assert train("--task", "darcy", "--method", "only1d") == 2
     finally:
-        del _REGISTRY["only1d"]
+        METHODS.unregister("only1d")
     err = capsys.readouterr().err.strip()
     assert err == "nb360: error: method 'only1d' does not apply to task 'darcy': it needs 1-D inputs; methods for darcy: wrn"
 
@@ -198,3 +203,17 @@ def test_the_embedded_default_generates_darcy_data_and_trains(train, tmp_path, i
     assert (results["task"], results["method"], results["split"]) == ("darcy", "wrn", "test")
     generated = sorted(p.name for p in (isolated_environment / "data" / "darcy").glob("*.mat"))
     assert generated == ["piececonst_r106_N40_smooth1.mat", "piececonst_r106_N40_smooth2.mat"]
+
+
+def test_ddp_on_two_cpu_processes_scores_every_test_sample_once(tmp_path, darcy_root):
+    """Lightning DDP (gloo, 2 processes) through train.py; 7 test samples do not split evenly over 2 processes."""
+    args = [a.replace("--data.n_test=8", "--data.n_test=7") for a in darcy_args(darcy_root)]
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--data.eval_batch_size=2"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args, *ddp, "--trainer.max_epochs=1", *QUIET, f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "darcy" / "wrn" / "seed0"
+    value = read_results(run_dir)["value"]
+    assert value == pytest.approx(darcy_test_metric(run_dir / "checkpoints" / "last.ckpt", darcy_root, 7), rel=1e-4)

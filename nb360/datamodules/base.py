@@ -20,8 +20,10 @@ from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from nb360.datamodules.sources import RemoteFile, SourceName, Sources, checksum_path, fetch_files, verify_file
 from nb360.errors import DataError
@@ -78,7 +80,7 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
@@ -193,13 +195,23 @@ class TaskDataModule(pl.LightningDataModule):
         """The part that the ``test`` stage scores: the test set (final) or the validation set (search)."""
         return "test" if self.split == "final" else "val"
 
+    @staticmethod
+    def _sampler(dataset: Dataset, train: bool) -> Sampler[int] | None:
+        """Training: an order fixed by (seed, epoch). Evaluation under DDP: each sample on exactly one process."""
+        seed = torch.initial_seed() % 2**31
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return EpochShuffle(len(dataset), seed) if train else None
+        if train:
+            return DistributedSampler(dataset, shuffle=True, seed=seed)
+        return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
     def _loader(self, part: str, train: bool) -> DataLoader:
         dataset = self.datasets[part]
         batched = isinstance(dataset, TensorDictDataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochShuffle(len(dataset), torch.initial_seed()) if train else None,
+            sampler=self._sampler(dataset, train),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=_passthrough if batched else None,

@@ -91,7 +91,7 @@ class TrainModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, y, extras = self._split(batch)
         loss = self.loss(self(x), y, **extras)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
