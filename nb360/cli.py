@@ -68,6 +68,13 @@ def _from_configs(files: Sequence[Path], key: str) -> str | None:
     return value
 
 
+def _seed_alias(arg: str) -> str:
+    """``--seed N`` is LightningCLI's ``--seed_everything N``."""
+    if arg == "--seed" or arg.startswith("--seed="):
+        return "--seed_everything" + arg[len("--seed") :]
+    return arg
+
+
 def _import_plugins(argv: Sequence[str]) -> None:
     """Import modules that register their own tasks, networks or methods (``--plugins a,b`` or ``$NB360_PLUGINS``)."""
     names = [n for src in (os.environ.get("NB360_PLUGINS"), _option(argv, "--plugins")) if src for n in src.split(",")]
@@ -85,7 +92,7 @@ def _resolve(argv: list[str], config_dir: Path) -> tuple[Any, Any, list[str]]:
     from nb360.tasks import get_task
 
     _import_plugins(argv)
-    argv = ["--seed_everything" if a == "--seed" else a.replace("--seed=", "--seed_everything=", 1) if a.startswith("--seed=") else a for a in argv]
+    argv = [_seed_alias(a) for a in argv]
     configs = _config_files(argv)
     task_name = _option(argv, "--task") or _from_configs(configs, "task")
     method_name = _option(argv, "--method") or _from_configs(configs, "method")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import platform
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
 
 import nb360
 from nb360.errors import UsageError
@@ -116,7 +117,6 @@ class RunContext:
     logger: str = "csv"
     wandb_project: str = "nb360"
     ckpt_path: str | None = None
-    extra_results: dict[str, Any] = field(default_factory=dict)
 
     def _loggers(self) -> list[Logger]:
         loggers: list[Logger] = [ResumableCSVLogger(self.run_dir)]
@@ -130,10 +130,11 @@ class RunContext:
         elif self.logger == "wandb":
             from lightning.pytorch.loggers import WandbLogger
 
-            id_file = self.run_dir / "wandb_id.txt"
+            id_file = self.run_dir / "wandb_id.txt"  # a resumed run continues the same W&B run
             run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
-            with atomic_open(id_file, "w") as f:
-                f.write(run_id + "\n")
+            if rank_zero_only.rank == 0 and not id_file.exists():
+                with atomic_open(id_file, "w") as f:
+                    f.write(run_id + "\n")
             loggers.append(
                 WandbLogger(
                     project=self.wandb_project,
@@ -154,17 +155,20 @@ class RunContext:
     def trainer(self, **overrides: Any) -> pl.Trainer:
         """A Trainer writing into the run directory, with checkpoints, timing and the chosen loggers."""
         kwargs = {**self.trainer_kwargs, **overrides}
-        loggers = self._loggers() if kwargs.get("logger", True) is not False else []
+        chosen = kwargs.get("logger")  # --trainer.logger: false turns logging off, logger objects are added
+        extra = [] if chosen in (None, True, False) else list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+        loggers = [] if chosen is False else self._loggers() + extra
         kwargs["logger"] = loggers
         has_val = getattr(self.datamodule, "has_validation", False)
-        checkpoints = [
-            # the latest state, every epoch: what --ckpt_path last resumes from
-            ModelCheckpoint(self.run_dir / "checkpoints", "last", save_on_train_epoch_end=True, enable_version_counter=False)
-        ]
+        folder = self.run_dir / "checkpoints"
+        # the latest state, every epoch: what --ckpt_path last resumes from
+        checkpoints = [ModelCheckpoint(dirpath=folder, filename="last", save_on_train_epoch_end=True, enable_version_counter=False)]
         if has_val:
             mode = "min" if metric_lower_is_better(metric_class(self.task.metric)) else "max"
-            monitor = f"val/{self.model.metric_name}"
-            checkpoints.insert(0, ModelCheckpoint(self.run_dir / "checkpoints", "best", monitor=monitor, mode=mode, enable_version_counter=False))
+            best = ModelCheckpoint(
+                dirpath=folder, filename="best", monitor=f"val/{self.model.metric_name}", mode=mode, enable_version_counter=False
+            )
+            checkpoints.insert(0, best)
         callbacks = list(kwargs.get("callbacks") or []) + checkpoints + [Timer(verbose=False)]
         if loggers:
             callbacks += [LearningRateMonitor(logging_interval="epoch"), _TrimResumedLog(loggers[0])]
@@ -198,7 +202,6 @@ class RunContext:
             "epochs": trainer.current_epoch,
             "run_dir": str(self.run_dir),
             "versions": versions(),
-            **self.extra_results,
         }
         if trainer.is_global_zero:
             write_json(self.run_dir / "results.json", results)
@@ -208,8 +211,10 @@ class RunContext:
     @staticmethod
     def _close_wandb(trainer: pl.Trainer, results: dict[str, Any]) -> None:
         """Put the headline result in the W&B run summary and finish the run (W&B runs otherwise close at exit)."""
+        from lightning.pytorch.loggers import WandbLogger
+
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 run = logger.experiment
                 run.summary.update({"result/value": results["value"], "result/metric": results["metric"], "result/split": results["split"]})
                 run.finish()
