@@ -67,7 +67,7 @@ class ArrayDataModule(TaskDataModule):
 
     def required_files(self) -> tuple[RemoteFile, ...]:
         names = [name for files in self.parts.values() for name in files.values()]
-        return tuple(RemoteFile(name, name) for name in names)
+        return tuple(RemoteFile(name) for name in names)
 
     def prepare_data(self) -> None:
         """The user's own files: check they exist (no checksums: users regenerate their arrays)."""

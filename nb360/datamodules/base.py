@@ -14,7 +14,7 @@ protocols are selected by ``split``:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +25,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from nb360.datamodules.sources import RemoteFile, SourceName, Sources, checksum_path, fetch_files, verify_file
+from nb360.datamodules.archives import extract
+from nb360.datamodules.sources import NB360_DRIVE_FOLDER, RemoteFile, SourceName, Sources, checksum_path, fetch_files, verify_file
 from nb360.errors import DataError
 from nb360.tasks import TaskSpec, get_task
 
@@ -93,9 +94,10 @@ class TaskDataModule(pl.LightningDataModule):
         batch_size: training batch size (default: the task's reference).
         eval_batch_size: evaluation batch size (default: the task's reference, else ``batch_size``).
         num_workers: DataLoader worker processes.
-        faithful: reproduce the reference code's quirks that ``docs/tasks.md`` marks as fixable.
-        source: where missing files come from: ``auto`` (S3, then https), ``local``, ``s3``, ``https``.
-        s3_bucket, s3_endpoint, https_base: the S3 bucket, an alternative S3 endpoint, an https mirror.
+        source: where missing files come from: ``auto`` (S3, then https, then Google Drive), ``local``,
+            ``s3``, ``https`` or ``gdrive``.
+        s3_bucket, s3_endpoint, https_base, gdrive_folder: the S3 bucket, an alternative S3 endpoint,
+            an https mirror, a Google Drive folder id.
     """
 
     task: ClassVar[str]
@@ -108,11 +110,11 @@ class TaskDataModule(pl.LightningDataModule):
         batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        faithful: bool = True,
         source: SourceName = "auto",
         s3_bucket: str = "pde-xd",
         s3_endpoint: str | None = None,
         https_base: str = "https://pde-xd.s3.amazonaws.com",
+        gdrive_folder: str = NB360_DRIVE_FOLDER,
     ) -> None:
         super().__init__()
         if split not in ("search", "final"):
@@ -123,8 +125,7 @@ class TaskDataModule(pl.LightningDataModule):
         self.batch_size = batch_size or spec.reference.batch_size
         self.eval_batch_size = eval_batch_size or spec.reference.eval_batch_size or self.batch_size
         self.num_workers = num_workers
-        self.faithful = faithful
-        self.sources = Sources(source, s3_bucket, s3_endpoint, https_base)
+        self.sources = Sources(source, s3_bucket, s3_endpoint, https_base, gdrive_folder)
         self.datasets: dict[str, Dataset] = {}
 
     @property
@@ -141,7 +142,11 @@ class TaskDataModule(pl.LightningDataModule):
         return ""
 
     def prepare_data(self) -> None:
-        fetch_files(self.required_files(), self.root, self.sources, self.spec.name, self.missing_hint())
+        """Fetch and verify the task's files (rank 0 only); unpack the archives among them."""
+        files = self.required_files()
+        for file, path in zip(files, fetch_files(files, self.root, self.sources, self.spec.name, self.missing_hint())):
+            if file.unpack:
+                extract(path, self.root)
 
     def verify(self) -> list[str]:
         """Check every file's checksum and format; one line per file."""
@@ -185,6 +190,14 @@ class TaskDataModule(pl.LightningDataModule):
     def output_decoder(self) -> nn.Module:
         """Maps network outputs to the units of the targets (identity unless the task normalises targets)."""
         return nn.Identity()
+
+    def eval_forward(self, forward: Callable[[Tensor], Tensor], batch: dict[str, Tensor]) -> Tensor:
+        """The prediction that validation and test score: by default ``forward`` on the whole input.
+
+        Tasks whose reference evaluates differently (PSICOV's tiled 512 x 512 prediction)
+        override this; ``forward`` is the model's network followed by its output decoder.
+        """
+        return forward(batch["x"])
 
     @property
     def has_validation(self) -> bool:

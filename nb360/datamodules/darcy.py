@@ -112,7 +112,7 @@ class DarcyDataModule(TaskDataModule):
 
     def required_files(self) -> tuple[RemoteFile, ...]:
         names = [file_name(self.resolution, self.samples, part) for part in self._parts()]
-        return tuple(RemoteFile(name, name) for name in names)
+        return tuple(RemoteFile(name, s3_key=name) for name in names)
 
     def missing_hint(self) -> str:
         return (

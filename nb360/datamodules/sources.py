@@ -1,4 +1,9 @@
-"""Fetching and caching task files: local directory, the NB360 S3 bucket (anonymous), https.
+"""Fetching and caching task files: local directory, the NB360 S3 bucket (anonymous), https, Google Drive.
+
+With ``source="auto"`` a missing file is looked for in this order: the local data root,
+the S3 bucket ``pde-xd`` (unsigned boto3), its https form, then the Google Drive folder
+the NB360 README points to since late 2022 (through ``gdown``). Each source that fails
+is reported in the final one-line error.
 
 Every file lives under the task's data root. A download goes to ``<name>.part`` and
 resumes from there after an interruption (HTTP/S3 range requests); only a complete
@@ -15,7 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from filelock import FileLock
@@ -34,38 +39,53 @@ __all__ = [
     "checksum_path",
 ]
 
-SourceName = Literal["auto", "local", "s3", "https"]
+SourceName = Literal["auto", "local", "s3", "https", "gdrive"]
+NB360_DRIVE_FOLDER = "1OOp6UrCiP79mTIkCrUdjjHWDo8K0bJUw"
 _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file a task needs: its name under the data root and its key in the NB360 bucket."""
+    """A file a task needs.
+
+    Attributes:
+        name: its path under the task's data root.
+        s3_key: its key in the NB360 bucket (also its path under ``https_base`` and its
+            file name in the Google Drive folder); ``None`` if the bucket does not hold it.
+        url: a direct https URL for files that live elsewhere (e.g. the official CIFAR-100
+            archive); tried by the ``https`` source instead of ``https_base``.
+        sha256: a published checksum, if there is one (otherwise it is recorded on first use).
+        unpack: the file is an archive to unpack into the data root after fetching it.
+    """
 
     name: str
-    s3_key: str
+    s3_key: str | None = None
+    url: str | None = None
     sha256: str | None = None
+    unpack: bool = False
 
 
 @dataclass(frozen=True)
 class Sources:
-    """Where task files come from. ``auto`` tries the local root, then S3, then https.
+    """Where task files come from. ``auto`` tries the local root, then S3, then https, then Google Drive.
 
     ``s3_endpoint`` points boto3 at another S3 server (a mirror or a local test server);
-    ``https_base`` is the URL prefix of an https mirror (default: the bucket's own https form).
+    ``https_base`` is the URL prefix of an https mirror (default: the bucket's own https form);
+    ``gdrive_folder`` is the id of a Google Drive folder holding the files (matched by file name).
     """
 
     source: SourceName = "auto"
     s3_bucket: str = "pde-xd"
     s3_endpoint: str | None = None
     https_base: str = "https://pde-xd.s3.amazonaws.com"
+    gdrive_folder: str = NB360_DRIVE_FOLDER
 
     def order(self) -> list[str]:
-        return ["s3", "https"] if self.source == "auto" else ([] if self.source == "local" else [self.source])
+        return ["s3", "https", "gdrive"] if self.source == "auto" else ([] if self.source == "local" else [self.source])
 
     def describe(self) -> str:
         endpoint = f" at {self.s3_endpoint}" if self.s3_endpoint else ""
-        return f"s3://{self.s3_bucket}/{endpoint} or {self.https_base.rstrip('/')}/"
+        return f"s3://{self.s3_bucket}/{endpoint}, {self.https_base.rstrip('/')}/ or Google Drive folder {self.gdrive_folder}"
 
 
 def checksum_path(path: Path) -> Path:
@@ -102,13 +122,16 @@ def _progress(name: str, total: int | None, initial: int) -> tqdm:
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
 
 
-def _download_s3(sources: Sources, key: str, part: Path) -> None:
+def _download_s3(sources: Sources, file: RemoteFile, part: Path) -> None:
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
 
     config = Config(signature_version=UNSIGNED, connect_timeout=15, read_timeout=60, retries={"max_attempts": 3})
     client = boto3.client("s3", endpoint_url=sources.s3_endpoint, config=config)
+    if file.s3_key is None:
+        raise FileNotFoundError("not in the NB360 bucket")
+    key = file.s3_key
     total = int(client.head_object(Bucket=sources.s3_bucket, Key=key)["ContentLength"])
     offset = part.stat().st_size if part.exists() else 0
     if offset > total:
@@ -124,8 +147,10 @@ def _download_s3(sources: Sources, key: str, part: Path) -> None:
         raise OSError(f"incomplete download ({part.stat().st_size} of {total} bytes)")
 
 
-def _download_https(sources: Sources, key: str, part: Path) -> None:
-    url = f"{sources.https_base.rstrip('/')}/{key}"
+def _download_https(sources: Sources, file: RemoteFile, part: Path) -> None:
+    if file.url is None and file.s3_key is None:
+        raise FileNotFoundError("no https location known")
+    url = file.url or f"{sources.https_base.rstrip('/')}/{file.s3_key}"
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
@@ -147,7 +172,27 @@ def _download_https(sources: Sources, key: str, part: Path) -> None:
         raise OSError(f"incomplete download ({part.stat().st_size} of {total} bytes)")
 
 
-_DOWNLOADERS = {"s3": _download_s3, "https": _download_https}
+def _download_gdrive(sources: Sources, file: RemoteFile, part: Path) -> None:
+    """Find ``key``'s file name in the Drive folder listing and download it with gdown (which resumes itself).
+
+    gdown writes its own partial files and treats an existing output as complete, so it
+    writes to ``<name>.gdrive``, which becomes the ``.part`` file only when gdown is done.
+    """
+    import gdown
+
+    listing = gdown.download_folder(id=sources.gdrive_folder, skip_download=True, quiet=True, timeout=30)
+    wanted = PurePosixPath(file.s3_key or file.name).name
+    matches = [entry for entry in listing or [] if PurePosixPath(entry.path).name == wanted]
+    if not matches:
+        raise FileNotFoundError(f"no file named {wanted} in Google Drive folder {sources.gdrive_folder}")
+    output = part.with_name(part.name[: -len(".part")] + ".gdrive")
+    gdown.download(id=matches[0].id, output=str(output), quiet=False, resume=True, timeout=60)
+    if not output.is_file():
+        raise OSError(f"gdown did not write {output.name}")
+    os.replace(output, part)
+
+
+_DOWNLOADERS = {"s3": _download_s3, "https": _download_https, "gdrive": _download_gdrive}
 
 
 def _fetch_one(file: RemoteFile, root: Path, sources: Sources) -> tuple[Path, list[str]]:
@@ -160,7 +205,7 @@ def _fetch_one(file: RemoteFile, root: Path, sources: Sources) -> tuple[Path, li
         part = path.with_name(path.name + ".part")
         for name in sources.order():
             try:
-                _DOWNLOADERS[name](sources, file.s3_key, part)
+                _DOWNLOADERS[name](sources, file, part)
             except Exception as err:  # each source's failure is reported, then the next is tried
                 failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
                 continue

@@ -83,6 +83,13 @@ class TrainModule(pl.LightningModule):
         """Network output in the units of the targets."""
         return self.decoder(self.net(x))
 
+    def _evaluate(self, batch: dict[str, Tensor]) -> Tensor:
+        """The prediction the metrics score; the task's DataModule decides how (see ``eval_forward``)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "eval_forward"):
+            return datamodule.eval_forward(self, batch)
+        return self(batch["x"])
+
     @staticmethod
     def _split(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         extras = {k: v for k, v in batch.items() if k not in ("x", "y")}
@@ -96,14 +103,14 @@ class TrainModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x, y, extras = self._split(batch)
-        out = self(x)
+        out = self._evaluate(batch)
         self.log("val/loss", self.loss(out, y, **extras), on_epoch=True, batch_size=len(x), sync_dist=True)
         self.val_metric.update(out, y, **extras)
         self.log(f"val/{self.metric_name}", self.val_metric, on_epoch=True, prog_bar=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        x, y, extras = self._split(batch)
-        out = self(x)
+        _, y, extras = self._split(batch)
+        out = self._evaluate(batch)
         for name, metric in self.test_metrics.items():
             metric.update(out, y, **extras)
             self.log(f"test/{name}", metric, on_epoch=True)
