@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nb360.errors import NB360Error, UsageError
+from nb360.errors import NB360Error, UsageError, one_line
 
 __all__ = ["main"]
 
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None, config_dir: Path | None = None) -> i
             sys.argv = program
         results = method.run(cli.context())
     except NB360Error as err:
-        print(f"nb360: error: {err}", file=sys.stderr)
+        print(f"nb360: error: {one_line(err)}", file=sys.stderr)
         return err.exit_code
     except argparse.ArgumentError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]

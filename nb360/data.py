@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from nb360.datamodules.base import default_root
-from nb360.errors import NB360Error, UsageError
+from nb360.errors import NB360Error, UsageError, one_line
 
 __all__ = ["main"]
 
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handlers[args.command](args, extra)
     except NB360Error as err:
-        print(f"nb360: error: {err}", file=sys.stderr)
+        print(f"nb360: error: {one_line(err)}", file=sys.stderr)
         return err.exit_code
     return 0
 

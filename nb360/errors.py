@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NB360Error", "UsageError", "DataError"]
+__all__ = ["NB360Error", "UsageError", "DataError", "one_line"]
 
 
 class NB360Error(Exception):
@@ -21,3 +21,18 @@ class DataError(NB360Error):
     """Missing, corrupt or malformed data files."""
 
     exit_code = 1
+
+
+def one_line(err: NB360Error) -> str:
+    """The error's message on one line.
+
+    An error raised in a DataLoader worker comes back re-raised by PyTorch with the
+    worker's traceback in its message; its original message is the last line, after
+    the ``module.Class:`` prefix of the traceback.
+    """
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    last = lines[-1]
+    prefix = f"{type(err).__module__}.{type(err).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision, multiclass_f1_score
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 from torchmetrics.utilities import dim_zero_cat
 
 from nb360.errors import UsageError
@@ -333,10 +333,13 @@ class OneMinusVotedF1(TaskMetric):
         n = int(group.max()) + 1 if len(group) else 0
         if n == 0:
             return torch.tensor(float("nan"))
-        voted_pred = torch.from_numpy(self._vote(preds, group, n))
-        voted_true = torch.from_numpy(self._vote(targets, group, n))
-        f1 = multiclass_f1_score(voted_pred, voted_true, num_classes=self.num_classes, average=None)
-        return 1.0 - f1.double().mean()
+        voted_pred, voted_true = self._vote(preds, group, n), self._vote(targets, group, n)
+        f1 = []
+        for c in range(self.num_classes):
+            tp = np.sum((voted_pred == c) & (voted_true == c))
+            wrong = np.sum((voted_pred == c) != (voted_true == c))  # false positives + false negatives
+            f1.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+        return torch.tensor(1.0 - float(np.mean(f1)), dtype=torch.float64)
 
 
 METRICS: dict[str, type[TaskMetric]] = {

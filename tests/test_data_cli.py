@@ -51,7 +51,7 @@ def test_download_from_s3_then_verify(tmp_path, s3_server, darcy_root, capsys):
 @pytest.mark.parametrize(
     "argv, code, words",
     [
-        (["generate", "--task", "ecg"], 2, ["no data loader"]),
+        (["generate", "--task", "ecg"], 2, ["has no data generator", "only darcy"]),
         (["verify", "--task", "darcy", "--root", "{tmp}"], 1, ["missing", "download --task darcy"]),
         (["verify", "--task", "darcy", "--data.colour", "red"], 2, ["bad DataModule option", "colour"]),
         (["verify", "--task", "darcy", "--oops"], 2, ["--data.KEY VALUE"]),

@@ -141,7 +141,6 @@ def test_mixed_precision_falls_back_to_fp32_on_cpu(train, tmp_path, darcy_root, 
     [
         (["--task", "imagenet"], 2, ["unknown task 'imagenet'", "cifar100", "deepsea"]),
         (["--task", "darcy", "--method", "gdas9"], 2, ["unknown method 'gdas9'", "wrn"]),
-        (["--task", "satellite"], 2, ["no data loader", "darcy"]),
         (["--task", "darcy", "--model.lr", "fast"], 2, ["model.lr", "fast"]),
         (["--task", "darcy", "--trainer.max_epochs=1", "--data.source=local", "--data.root={empty}"], 1, ["missing", "piececonst_r421_N1024_smooth1.mat", "download"]),
     ],
@@ -154,6 +153,17 @@ def test_bad_input_ends_in_one_line(train, tmp_path, capsys, args, code, words):
     for word in words:
         assert word in err[0]
     assert not list((tmp_path / "runs").rglob("results.json")) if (tmp_path / "runs").exists() else True
+
+
+def test_a_task_without_a_loader_is_refused(train, capsys):
+    from dataclasses import replace
+
+    from nb360.tasks import register_task
+
+    register_task(replace(get_task("ecg"), name="ecg_raw", title="ECG without loader", aliases=(), datamodule=None))
+    assert train("--task", "ecg_raw") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'ecg_raw'" in err[0] and "no data loader" in err[0] and "cifar100" in err[0]
 
 
 def test_a_method_that_does_not_apply_is_refused_with_the_reason(train, capsys):

@@ -45,23 +45,30 @@ def _passthrough(batch: Any) -> Any:
 
 
 class TensorDictDataset(Dataset):
-    """Equal-length tensors indexed together; batches are gathered with one indexing op per tensor."""
+    """Equal-length tensors indexed together; batches are gathered with one indexing op per tensor.
 
-    def __init__(self, **tensors: Tensor) -> None:
+    ``transform`` maps a gathered batch (a dict of tensors) to what the network sees: a
+    cast of a compact stored dtype, a normalisation, a batched augmentation. It runs in
+    the DataLoader's workers, once per batch, with vectorised torch ops.
+    """
+
+    def __init__(self, transform: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None, **tensors: Tensor) -> None:
         lengths = {len(t) for t in tensors.values()}
         if len(lengths) != 1:
             raise ValueError(f"tensors must have equal length, got { {k: len(t) for k, t in tensors.items()} }")
         self.tensors = tensors
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {k: t[index] for k, t in self.tensors.items()}
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return {k: t[index] for k, t in self.tensors.items()}
+        batch = {k: t[index] for k, t in self.tensors.items()}
+        return batch if self.transform is None else self.transform(batch)
 
 
 class EpochShuffle(Sampler[int]):
@@ -125,6 +132,7 @@ class TaskDataModule(pl.LightningDataModule):
         self.batch_size = batch_size or spec.reference.batch_size
         self.eval_batch_size = eval_batch_size or spec.reference.eval_batch_size or self.batch_size
         self.num_workers = num_workers
+        self.drop_last = False  # tasks whose reference drops the last short training batch set it
         self.sources = Sources(source, s3_bucket, s3_endpoint, https_base, gdrive_folder)
         self.datasets: dict[str, Dataset] = {}
 
@@ -225,6 +233,7 @@ class TaskDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=self._sampler(dataset, train),
+            drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=_passthrough if batched else None,

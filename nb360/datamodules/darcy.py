@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import h5py
-import numpy as np
 import scipy.io
 import torch
 from filelock import FileLock
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 from nb360.datamodules import darcy_generator
 from nb360.datamodules.base import TaskDataModule, TensorDictDataset
 from nb360.datamodules.matfile import read_fields
-from nb360.datamodules.sources import RemoteFile, Sources, fetch_files, record_checksum
+from nb360.datamodules.sources import RemoteFile, Sources, fetch_files, lock_path, record_checksum
 from nb360.errors import DataError
 from nb360.tasks import Reference, TaskSpec, register_task
 
@@ -129,7 +128,7 @@ class DarcyDataModule(TaskDataModule):
         reports = []
         for part in (1, 2):
             path = root / file_name(resolution, samples, part)
-            with FileLock(str(root / f".{path.name}.lock")):
+            with FileLock(str(lock_path(path))):
                 if not path.exists():
                     reports.append(darcy_generator.generate(path, samples, resolution, [seed, part], workers, version, progress=progress))
                     record_checksum(path)

@@ -20,7 +20,7 @@ import numpy as np
 
 from nb360.errors import DataError
 
-__all__ = ["RestrictedUnpickler", "load_pickle", "loads_pickle", "load_npy"]
+__all__ = ["RestrictedUnpickler", "load_pickle", "loads_pickle", "load_npy", "read_npy_header"]
 
 _ALLOWED: dict[str, set[str]] = {
     "builtins": {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex", "bool", "slice", "range", "object"},
@@ -74,6 +74,15 @@ def load_pickle(path: Path | IO[bytes], encoding: str = "latin1", source: str | 
     return _unpickle(path, source or getattr(path, "name", "pickle"), encoding)
 
 
+def read_npy_header(stream: IO[bytes], source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of a ``.npy`` stream, leaving it at the data."""
+    version = np.lib.format.read_magic(stream)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise DataError(f"{source}: unsupported .npy format version {version}")
+    return readers[version](stream)
+
+
 def load_npy(path: Path, encoding: str = "latin1", mmap: bool = False) -> Any:
     """Read a ``.npy`` file; object arrays (pickled payloads) go through the restricted unpickler.
 
@@ -83,11 +92,7 @@ def load_npy(path: Path, encoding: str = "latin1", mmap: bool = False) -> Any:
     """
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version not in readers:
-                raise DataError(f"{path}: unsupported .npy format version {version}")
-            _, _, dtype = readers[version](f)
+            _, _, dtype = read_npy_header(f, str(path))
             if not dtype.hasobject:
                 f.seek(0)
                 return np.load(f if not mmap else path, allow_pickle=False, mmap_mode="r" if mmap else None)

@@ -27,7 +27,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from nb360.errors import DataError
-from nb360.io import atomic_open, sha256_file
+from nb360.io import atomic_open, file_digest, sha256_file
 
 __all__ = [
     "RemoteFile",
@@ -37,6 +37,7 @@ __all__ = [
     "verify_file",
     "record_checksum",
     "checksum_path",
+    "lock_path",
 ]
 
 SourceName = Literal["auto", "local", "s3", "https", "gdrive"]
@@ -54,7 +55,8 @@ class RemoteFile:
             file name in the Google Drive folder); ``None`` if the bucket does not hold it.
         url: a direct https URL for files that live elsewhere (e.g. the official CIFAR-100
             archive); tried by the ``https`` source instead of ``https_base``.
-        sha256: a published checksum, if there is one (otherwise it is recorded on first use).
+        sha256: a published SHA-256, if there is one (otherwise it is recorded on first use).
+        md5: a published MD5 (e.g. CIFAR-100's), checked after a download, before the SHA-256 is recorded.
         unpack: the file is an archive to unpack into the data root after fetching it.
     """
 
@@ -62,6 +64,7 @@ class RemoteFile:
     s3_key: str | None = None
     url: str | None = None
     sha256: str | None = None
+    md5: str | None = None
     unpack: bool = False
 
 
@@ -86,6 +89,11 @@ class Sources:
     def describe(self) -> str:
         endpoint = f" at {self.s3_endpoint}" if self.s3_endpoint else ""
         return f"s3://{self.s3_bucket}/{endpoint}, {self.https_base.rstrip('/')}/ or Google Drive folder {self.gdrive_folder}"
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file that serialises fetching, generating or unpacking ``path`` (hidden, beside it)."""
+    return path.with_name(f".{path.name}.lock")
 
 
 def checksum_path(path: Path) -> Path:
@@ -116,6 +124,14 @@ def verify_file(path: Path, expected: str | None = None) -> str:
     if not sidecar.exists():
         record_checksum(path)
     return actual
+
+
+def _published_mismatch(part: Path, file: RemoteFile) -> str | None:
+    """Why a finished download does not match the checksums published for it, if it does not."""
+    for algorithm, published in (("sha256", file.sha256), ("md5", file.md5)):
+        if published is not None and (found := file_digest(part, algorithm)) != published:
+            return f"the download's {algorithm} is {found}, not the published {published}"
+    return None
 
 
 def _progress(name: str, total: int | None, initial: int) -> tqdm:
@@ -197,8 +213,9 @@ _DOWNLOADERS = {"s3": _download_s3, "https": _download_https, "gdrive": _downloa
 
 def _fetch_one(file: RemoteFile, root: Path, sources: Sources) -> tuple[Path, list[str]]:
     path = root / file.name
-    with FileLock(str(root / f".{file.name}.lock")):
-        if path.exists():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path(path))):
+        if path.exists():  # already fetched, or put there by the user
             verify_file(path, file.sha256)
             return path, []
         failures = []
@@ -208,6 +225,11 @@ def _fetch_one(file: RemoteFile, root: Path, sources: Sources) -> tuple[Path, li
                 _DOWNLOADERS[name](sources, file, part)
             except Exception as err:  # each source's failure is reported, then the next is tried
                 failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                continue
+            problem = _published_mismatch(part, file)
+            if problem is not None:  # a wrong file never takes the final name
+                part.unlink()
+                failures.append(f"{name}: ChecksumMismatch: {problem}")
                 continue
             os.replace(part, path)
             verify_file(path, file.sha256)

@@ -7,6 +7,7 @@ can be overridden from the command line (``--model.lr 0.01``). Batches are dicts
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -67,8 +68,10 @@ class TrainModule(pl.LightningModule):
         options = {**spec.metric_kwargs, **(metric_options or {})}
         self.val_metric = build_metric(spec.metric, **options)
         self.test_metrics = nn.ModuleDict({self.metric_name: build_metric(spec.metric, **options)})
-        for extra in spec.extra_metrics:
-            self.test_metrics[metric_name(metric_class(extra))] = build_metric(extra)
+        for extra in spec.extra_metrics:  # e.g. Cosmic's FNR, with the options it shares (use_ignore_mask)
+            cls = metric_class(extra)
+            accepted = inspect.signature(cls.__init__).parameters
+            self.test_metrics[metric_name(cls)] = cls(**{k: v for k, v in options.items() if k in accepted})
 
     @property
     def num_parameters(self) -> int:

@@ -144,3 +144,16 @@ def test_every_failing_source_is_reported_in_one_line(tmp_path, https_server):
     message = str(err.value)
     assert "gone.bin" in message and "https: HTTPError" in message and "\n" not in message
     assert not list(Path(tmp_path).glob("gone.bin*"))
+
+
+def test_a_download_that_does_not_match_its_published_md5_is_rejected(tmp_path, https_server):
+    import hashlib
+
+    server, url = https_server
+    good = RemoteFile("blob.bin", "task/blob.bin", md5=hashlib.md5(PAYLOAD).hexdigest())
+    (path,) = fetch_files([good], tmp_path / "ok", Sources("https", https_base=url), "t")
+    assert path.read_bytes() == PAYLOAD
+    wrong = RemoteFile("blob.bin", "task/blob.bin", md5="0" * 32)
+    with pytest.raises(DataError, match="https: ChecksumMismatch: the download's md5 is .*, not the published 0000"):
+        fetch_files([wrong], tmp_path / "bad", Sources("https", https_base=url), "t")
+    assert not list((tmp_path / "bad").glob("blob.bin*"))  # neither the final name nor a partial file is left
