@@ -227,3 +227,21 @@ def test_ddp_on_two_cpu_processes_scores_every_test_sample_once(tmp_path, darcy_
     run_dir = tmp_path / "darcy" / "wrn" / "seed0"
     value = read_results(run_dir)["value"]
     assert value == pytest.approx(darcy_test_metric(run_dir / "checkpoints" / "last.ckpt", darcy_root, 7), rel=1e-4)
+
+
+def test_a_data_error_inside_a_loader_worker_is_still_one_line(train, tmp_path, capsys):
+    """Cosmic reads samples lazily; a corrupt sample read in a DataLoader worker process is reported like any other."""
+    from nb360.datamodules.cosmic import CosmicDataModule
+
+    root = tmp_path / "cosmic"
+    CosmicDataModule.write_fixture(root, 4)
+    options = [f"--data.{k}={v}" for k, v in CosmicDataModule.fixture_args(4).items()]
+    args = ["--task", "cosmic", f"--data.root={root}", *options, "--data.num_workers=1", "--trainer.max_epochs=1"]
+    dm = CosmicDataModule(root=str(root), **CosmicDataModule.fixture_args(4))
+    dm.prepare_data()  # unpack, then damage one training sample
+    victim = sorted(root.glob("npy_train/f435w/10760/2/*.npy"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert train(*args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nb360: error: ") and victim.name in err[0]
+    assert "Traceback" not in err[0] and "worker" not in err[0]
