@@ -151,6 +151,8 @@ def _build_cli_class() -> type:
             parser.add_argument("--wandb_project", type=str, default="nb360", help="W&B project (with --logger wandb)")
             parser.add_argument("--ckpt_path", type=str | None, default=None, help="'last' or a checkpoint file to resume from")
             parser.add_argument("--plugins", type=str | None, default=None, help="comma-separated modules to import first")
+            if self.method.add_arguments is not None:
+                self.method.add_arguments(parser)
             ref = self.spec.reference
             defaults = {
                 "model.task": self.spec.name,
@@ -173,12 +175,6 @@ def _build_cli_class() -> type:
                 print(f"nb360: no CUDA device: training in fp32 instead of {trainer.precision}", file=sys.stderr)
                 trainer.precision = "32-true"
             self.run_dir = run_directory(config.output_dir, self.spec.name, self.method.name, config.seed_everything)
-            finished = (self.run_dir / "results.json").exists() or any((self.run_dir / "checkpoints").glob("*.ckpt"))
-            if finished and config.ckpt_path is None:
-                raise UsageError(
-                    f"{self.run_dir} already holds a run; resume it with --ckpt_path last, "
-                    "or choose another --output_dir or --seed"
-                )
 
         def instantiate_classes(self) -> None:
             self.config_init = self.parser.instantiate_classes(self.config)
@@ -201,6 +197,8 @@ def _build_cli_class() -> type:
                 logger=self.config.logger,
                 wandb_project=self.config.wandb_project,
                 ckpt_path=self.config.ckpt_path,
+                args=self.config_init,
+                data_options=self.config.data.as_dict(),
             )
 
     return NB360CLI

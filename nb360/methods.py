@@ -40,6 +40,9 @@ class Method:
         applies_to: ``None`` if the method can run on a task, else the reason it cannot.
         defaults: ``(spec) -> {config key: value}`` defaults of the method on a task, applied
             below the config files and the command line.
+        add_arguments: adds the method's own command-line options to the parser (e.g. a
+            search method's ``--stage``, ``--search_epochs``, ``--eval.*``); the run reads them
+            from ``RunContext.args``.
     """
 
     name: str
@@ -48,6 +51,7 @@ class Method:
     run: Callable[[RunContext], dict[str, Any]]
     applies_to: Callable[[TaskSpec], str | None] = _applies_everywhere
     defaults: Callable[[TaskSpec], Mapping[str, Any]] = field(default=lambda spec: {})
+    add_arguments: Callable[[Any], None] | None = None
     aliases: tuple[str, ...] = ()
 
     def check(self, spec: TaskSpec) -> None:
@@ -83,8 +87,9 @@ def fit_and_test(ctx: RunContext) -> dict[str, Any]:
     the end of training are scored on the test set (as they are in the search split
     when the budget ended before the first validation).
     """
+    ctx.check_fresh()
     trainer = ctx.trainer()
-    trainer.fit(ctx.model, datamodule=ctx.datamodule, ckpt_path=ctx.ckpt_path)
+    trainer.fit(ctx.model, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path())
     best = "best" if any(cb.monitor and cb.best_model_path for cb in trainer.checkpoint_callbacks) else None
     scores = trainer.test(ctx.model, datamodule=ctx.datamodule, ckpt_path=best, verbose=False)[0]
     return ctx.finish(trainer, scores)

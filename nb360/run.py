@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import csv
 import platform
+import random
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -101,6 +103,42 @@ class _TrimResumedLog(Callback):
             self.logger.drop_after(trainer.global_step)
 
 
+def sync_epoch_schedules(trainer: pl.Trainer) -> None:
+    """Step manually driven per-epoch schedules up to the current epoch (idempotent)."""
+    for config in trainer.lr_scheduler_configs:
+        while config.scheduler.last_epoch < trainer.current_epoch:
+            config.scheduler.step()
+
+
+class _SyncEpochSchedules(Callback):
+    """For manual optimisation: brings the schedules to the epoch before the learning-rate monitor reads them."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not pl_module.automatic_optimization:
+            sync_epoch_schedules(trainer)
+
+
+class EpochSeeds(Callback):
+    """Seeds the random generators at the start of every training epoch from ``(seed, epoch, process)``.
+
+    Data augmentation draws from these generators; seeding them per epoch makes an
+    epoch's randomness independent of what ran before it, so a run resumed from a
+    checkpoint draws exactly what the uninterrupted run drew. (With DataLoader workers,
+    whose seeds come from the loader's own generator, the data order still resumes
+    exactly but the augmentation of a resumed run may differ.)
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        entropy = np.random.SeedSequence([self.seed, trainer.current_epoch, trainer.global_rank]).generate_state(2)
+        seed = int(entropy[0]) << 32 | int(entropy[1])
+        torch.manual_seed(seed)
+        np.random.seed(int(entropy[0]))
+        random.seed(seed)
+
+
 @dataclass
 class RunContext:
     """What a method's stages need: the task, the configured module and data, trainers, the results writer."""
@@ -117,14 +155,41 @@ class RunContext:
     logger: str = "csv"
     wandb_project: str = "nb360"
     ckpt_path: str | None = None
+    args: Any = None
+    data_options: dict[str, Any] = field(default_factory=dict)
 
-    def _loggers(self) -> list[Logger]:
-        loggers: list[Logger] = [ResumableCSVLogger(self.run_dir)]
+    def stage_dir(self, stage: str | None) -> Path:
+        """Where a stage writes its checkpoints and logs (the run directory itself for single-stage methods)."""
+        return self.run_dir / stage if stage else self.run_dir
+
+    def check_fresh(self, stage: str | None = None) -> None:
+        """Refuse to start a stage over a run that already has its checkpoints (or, single-stage, its results)."""
+        if self.ckpt_path is not None:
+            return
+        folder = self.stage_dir(stage)
+        if any(folder.glob("checkpoints/*.ckpt")) or (stage is None and (self.run_dir / "results.json").exists()):
+            raise UsageError(f"{folder} already holds a run; resume it with --ckpt_path last, or choose another --output_dir or --seed")
+
+    def resume_path(self, stage: str | None = None) -> str | None:
+        """The checkpoint ``--ckpt_path`` asks this stage to resume from, if it exists."""
+        if self.ckpt_path is None:
+            return None
+        if self.ckpt_path != "last":
+            return self.ckpt_path
+        last = self.stage_dir(stage) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+
+    def make_datamodule(self, **overrides: Any) -> pl.LightningDataModule:
+        """Another instance of the task's DataModule with the run's data options and ``overrides``."""
+        return type(self.datamodule)(**{**self.data_options, **overrides})
+
+    def _loggers(self, folder: Path) -> list[Logger]:
+        loggers: list[Logger] = [ResumableCSVLogger(folder)]
         if self.logger == "tensorboard":
             try:
                 from lightning.pytorch.loggers import TensorBoardLogger
 
-                loggers.append(TensorBoardLogger(str(self.run_dir), name="tensorboard", version=""))
+                loggers.append(TensorBoardLogger(str(folder), name="tensorboard", version=""))
             except ModuleNotFoundError as err:
                 raise UsageError(f"--logger tensorboard needs the tensorboard package ({err}); pip install tensorboard") from None
         elif self.logger == "wandb":
@@ -152,28 +217,32 @@ class RunContext:
             raise UsageError(f"unknown logger {self.logger!r}; choose one of: {', '.join(LOGGERS)}")
         return loggers
 
-    def trainer(self, **overrides: Any) -> pl.Trainer:
-        """A Trainer writing into the run directory, with checkpoints, timing and the chosen loggers."""
+    def trainer(
+        self, datamodule: pl.LightningDataModule | None = None, stage: str | None = None, model: pl.LightningModule | None = None, **overrides: Any
+    ) -> pl.Trainer:
+        """A Trainer writing into the run (or stage) directory, with checkpoints, timing and the chosen loggers."""
+        datamodule, model, folder = datamodule or self.datamodule, model or self.model, self.stage_dir(stage)
+        stage_callbacks = list(overrides.pop("callbacks", []))  # added to, not replacing, the user's callbacks
         kwargs = {**self.trainer_kwargs, **overrides}
         chosen = kwargs.get("logger")  # --trainer.logger: false turns logging off, logger objects are added
         extra = [] if chosen in (None, True, False) else list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
-        loggers = [] if chosen is False else self._loggers() + extra
+        loggers = [] if chosen is False else self._loggers(folder) + extra
         kwargs["logger"] = loggers
-        has_val = getattr(self.datamodule, "has_validation", False)
-        folder = self.run_dir / "checkpoints"
+        has_val = getattr(datamodule, "has_validation", False)
+        checkpoint_dir = folder / "checkpoints"
         # the latest state, every epoch: what --ckpt_path last resumes from
-        checkpoints = [ModelCheckpoint(dirpath=folder, filename="last", save_on_train_epoch_end=True, enable_version_counter=False)]
+        checkpoints = [ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False)]
         if has_val:
             mode = "min" if metric_lower_is_better(metric_class(self.task.metric)) else "max"
             best = ModelCheckpoint(
-                dirpath=folder, filename="best", monitor=f"val/{self.model.metric_name}", mode=mode, enable_version_counter=False
+                dirpath=checkpoint_dir, filename="best", monitor=f"val/{model.metric_name}", mode=mode, enable_version_counter=False
             )
             checkpoints.insert(0, best)
-        callbacks = list(kwargs.get("callbacks") or []) + checkpoints + [Timer(verbose=False)]
+        callbacks = [_SyncEpochSchedules(), *(kwargs.get("callbacks") or []), *stage_callbacks, *checkpoints, Timer(verbose=False), EpochSeeds(self.seed)]
         if loggers:
             callbacks += [LearningRateMonitor(logging_interval="epoch"), _TrimResumedLog(loggers[0])]
         kwargs["callbacks"] = callbacks
-        kwargs.setdefault("default_root_dir", str(self.run_dir))
+        kwargs["default_root_dir"] = str(folder)
         if not has_val:
             kwargs["limit_val_batches"] = 0
         trainer = pl.Trainer(**kwargs)
@@ -182,10 +251,24 @@ class RunContext:
                 f.write(self.config_yaml)
         return trainer
 
-    def finish(self, trainer: pl.Trainer, scores: dict[str, float], genotype: Any = None) -> dict[str, Any]:
-        """Write ``results.json`` (rank 0) from the test scores and return its content."""
-        name = self.model.metric_name
+    def finish(
+        self,
+        trainer: pl.Trainer,
+        scores: dict[str, float],
+        model: pl.LightningModule | None = None,
+        datamodule: pl.LightningDataModule | None = None,
+        genotype: Any = None,
+        wall_time_s: float = 0.0,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write ``results.json`` (rank 0) from the scores of the stage that ends the run and return its content.
+
+        ``wall_time_s`` adds the time of earlier stages (a search) to this trainer's.
+        """
+        model, datamodule = model or self.model, datamodule or self.datamodule
+        name = model.metric_name
         timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
+        own_time = sum(timer.time_elapsed(stage) for stage in ("train", "validate", "test"))
         results = {
             "task": self.task.name,
             "method": self.method,
@@ -193,15 +276,16 @@ class RunContext:
             "metric": name,
             "value": float(scores[f"test/{name}"]),
             "lower_is_better": metric_lower_is_better(metric_class(self.task.metric)),
-            "split": getattr(self.datamodule, "eval_split", "test"),
-            "params": count_parameters(getattr(self.model, "net", self.model)),
-            "wall_time_s": round(sum(timer.time_elapsed(stage) for stage in ("train", "validate", "test")), 3),
+            "split": getattr(datamodule, "eval_split", "test"),
+            "params": count_parameters(getattr(model, "net", model)),
+            "wall_time_s": round(wall_time_s + own_time, 3),
             "genotype": genotype,
             "metrics": {k.split("/", 1)[-1]: float(v) for k, v in scores.items()},
             "metric_version": getattr(metric_class(self.task.metric), "version", 1),
             "epochs": trainer.current_epoch,
             "run_dir": str(self.run_dir),
             "versions": versions(),
+            **(extra or {}),
         }
         if trainer.is_global_zero:
             write_json(self.run_dir / "results.json", results)

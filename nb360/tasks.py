@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from nb360.errors import UsageError
@@ -77,8 +76,9 @@ class TaskSpec:
             raise ValueError(
                 f"task {self.name!r}: input_shape {self.input_shape} must be (channels, *{self.dims} spatial sizes)"
             )
-        object.__setattr__(self, "metric_kwargs", MappingProxyType(dict(self.metric_kwargs)))
-        object.__setattr__(self, "network_options", MappingProxyType(dict(self.network_options)))
+        # copies, so that a spec does not share mutable options with its caller (plain dicts: specs are pickled by DDP spawn and deepcopy)
+        object.__setattr__(self, "metric_kwargs", dict(self.metric_kwargs))
+        object.__setattr__(self, "network_options", {k: dict(v) for k, v in self.network_options.items()})
 
     @property
     def in_channels(self) -> int:

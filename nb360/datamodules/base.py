@@ -30,7 +30,7 @@ from nb360.datamodules.sources import NB360_DRIVE_FOLDER, RemoteFile, SourceName
 from nb360.errors import DataError
 from nb360.tasks import TaskSpec, get_task
 
-__all__ = ["TensorDictDataset", "EpochShuffle", "TaskDataModule", "default_root"]
+__all__ = ["TensorDictDataset", "EpochShuffle", "TaskDataModule", "default_root", "run_seed", "loader_generator"]
 
 Split = Literal["search", "final"]
 
@@ -38,6 +38,11 @@ Split = Literal["search", "final"]
 def default_root(task: str) -> Path:
     """``$NB360_DATA/<task>`` if the variable is set, else ``./data/<task>``."""
     return Path(os.environ.get("NB360_DATA", "data")) / task
+
+
+def run_seed() -> int:
+    """The run's seed (``--seed``): Lightning's ``seed_everything`` records it in ``PL_GLOBAL_SEED``."""
+    return int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**31))
 
 
 def _passthrough(batch: Any) -> Any:
@@ -69,6 +74,12 @@ class TensorDictDataset(Dataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         batch = {k: t[index] for k, t in self.tensors.items()}
         return batch if self.transform is None else self.transform(batch)
+
+
+def loader_generator() -> torch.Generator:
+    """A training loader's own generator: creating its iterator (which draws worker seeds) then leaves the
+    global generator alone, so that each epoch's augmentation depends only on the epoch's seed."""
+    return torch.Generator().manual_seed(run_seed())
 
 
 class EpochShuffle(Sampler[int]):
@@ -219,7 +230,7 @@ class TaskDataModule(pl.LightningDataModule):
     @staticmethod
     def _sampler(dataset: Dataset, train: bool) -> Sampler[int] | None:
         """Training: an order fixed by (seed, epoch). Evaluation under DDP: each sample on exactly one process."""
-        seed = torch.initial_seed() % 2**31
+        seed = run_seed()
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return EpochShuffle(len(dataset), seed) if train else None
         if train:
@@ -233,6 +244,7 @@ class TaskDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=self._sampler(dataset, train),
+            generator=loader_generator() if train else None,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

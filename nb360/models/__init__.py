@@ -39,3 +39,4 @@ def count_parameters(module: nn.Module) -> int:
 
 
 from nb360.models import backbones as _backbones  # noqa: E402,F401  (registers the built-in networks)
+from nb360.models import darts as _darts  # noqa: E402,F401
