@@ -57,3 +57,14 @@ def test_fixture_files_download_through_the_s3_path(task, fixtures, s3_server, t
     assert {"train", "test"} <= set(dm.datasets)
     for file in in_bucket:
         assert (tmp_path / file.name).read_bytes() == (root / file.name).read_bytes()
+
+
+@pytest.mark.parametrize("task", LOADED)
+def test_gaea_searches_and_retrains_on_the_fixture(task, fixtures, train, tmp_path):
+    root, options = fixtures[task]
+    tiny = ["--model.channels=4", "--model.layers=3", "--model.warmup_epochs=0", "--eval.channels=4", "--eval.layers=3"]
+    args = ["--task", task, "--method", "gaea", f"--data.root={root}", *_options(options), *tiny, "--search_epochs=1", "--eval_epochs=1"]
+    assert train(*args) == 0
+    results = read_results(tmp_path / "runs" / task / "gaea" / "seed0")
+    assert results["stage"] == "all" and results["split"] == "test" and math.isfinite(results["value"])
+    assert (results["genotype"]["reduce"] is None) == (get_task(task).kind == "dense")

@@ -282,3 +282,21 @@ def test_a_killed_search_resumes_to_the_same_architecture(fixture_roots, train, 
     states = [torch.load(d / "cifar100/gaea/seed0/search/checkpoints/last.ckpt", weights_only=True)["state_dict"] for d in (tmp_path / "straight", tmp_path / "killed")]
     for key in ("net.alphas_normal", "net.betas_normal", "net.alphas_reduce", "net.betas_reduce"):
         assert torch.equal(states[0][key], states[1][key])
+
+
+def test_ddp_search_and_retrain_agree_across_processes(fixture_roots, tmp_path):
+    """Two gloo processes; second order, whose unrolled gradients bypass DDP's own gradient averaging."""
+    import subprocess
+    import sys
+
+    from conftest import QUIET, REPO
+
+    root, options = fixture_roots["cifar100"]
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    args = run_args("cifar100", root, options, "--method", "darts2", "--search_epochs=2", "--eval_epochs=1", *ddp, *QUIET)
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), *args, f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "cifar100" / "darts2" / "seed0"
+    search = json.loads((run_dir / "search.json").read_text())
+    assert search["processes"] == 2  # derive() compared architecture parameters and genotypes of both processes
+    assert read_results(run_dir)["genotype"] == search["genotype"]

@@ -11,30 +11,37 @@ __all__ = ["draw_genotype"]
 
 
 def _draw_cell(ax, cell: Cell, concat: tuple[int, ...], title: str) -> None:
+    """Inputs on the left, the nodes in a zig-zag column, the output on the right; edges between nodes curve."""
     steps = len(cell) // 2
-    names = ["c_{k-2}", "c_{k-1}", *[str(i) for i in range(steps)]]
-    positions = {0: (0.0, 0.8), 1: (0.0, 0.2)}
-    for node in range(steps):  # intermediate nodes on a descending diagonal, so that edges rarely overlap
-        positions[node + 2] = (1.2 + 1.1 * node, 0.95 - 0.9 * node / max(steps - 1, 1))
-    positions[steps + 2] = (1.2 + 1.1 * steps, 0.5)
+    height = 2.6  # data units; the axes have an equal aspect, so curves computed in data units match what is drawn
+    positions = {0: (0.0, 0.78 * height), 1: (0.0, 0.22 * height)}
+    for node in range(steps):
+        positions[node + 2] = (1.7 + 0.45 * (node % 2), (0.92 - 0.84 * node / max(steps - 1, 1)) * height)
+    out = steps + 2
+    positions[out] = (3.4, 0.5 * height)
     for position, (op, source) in enumerate(cell):
         target = position // 2 + 2
         (x0, y0), (x1, y1) = positions[source], positions[target]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.35", "shrinkA": 14, "shrinkB": 14})
-        t = 0.62  # label near the target, where the edges into one node are apart
-        ax.text(x0 + t * (x1 - x0), y0 + t * (y1 - y0), op, fontsize=7, ha="center", va="center",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+        rad = 0.0 if source < 2 else -0.55
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops={"arrowstyle": "->", "color": "0.35", "shrinkA": 13, "shrinkB": 13, "connectionstyle": f"arc3,rad={rad}"})
+        # label at the middle of the quadratic curve (control point rad * |d| off the chord, as matplotlib's arc3)
+        cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+        lx, ly = 0.25 * x0 + 0.5 * cx + 0.25 * x1, 0.25 * y0 + 0.5 * cy + 0.25 * y1
+        if source < 2:  # straight edges from the inputs: label near the target, where they are apart
+            lx, ly = x0 + 0.7 * (x1 - x0), y0 + 0.7 * (y1 - y0)
+        ax.text(lx, ly, op, fontsize=7, ha="center", va="center", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9})
     for source in concat:
-        (x0, y0), (x1, y1) = positions[source], positions[steps + 2]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.75", "ls": "--", "shrinkA": 14, "shrinkB": 14})
-    colours = {0: "#9ecae1", 1: "#9ecae1", steps + 2: "#fdd0a2"}
+        (x0, y0), (x1, y1) = positions[source], positions[out]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.75", "ls": "--", "shrinkA": 13, "shrinkB": 13})
     for index, (x, y) in positions.items():
-        label = names[index] if index < steps + 2 else "c_{k}"
-        ax.text(x, y, f"${label}$" if "_" in label else label, ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "circle,pad=0.3", "fc": colours.get(index, "#c7e9c0"), "ec": "0.3"})
+        label = {0: "$c_{k-2}$", 1: "$c_{k-1}$", out: "$c_{k}$"}.get(index, str(index - 2))
+        colour = "#9ecae1" if index < 2 else "#fdd0a2" if index == out else "#c7e9c0"
+        ax.text(x, y, label, ha="center", va="center", fontsize=9, bbox={"boxstyle": "circle,pad=0.3", "fc": colour, "ec": "0.3"})
     ax.set_title(title, fontsize=10)
-    ax.set_xlim(-0.5, 1.7 + 1.1 * steps)
-    ax.set_ylim(0.0, 1.05)
+    ax.set_xlim(-0.4, 3.8)
+    ax.set_ylim(-0.05 * height, 1.05 * height)
+    ax.set_aspect("equal")
     ax.axis("off")
 
 
@@ -48,7 +55,7 @@ def draw_genotype(genotype: Genotype, path_stem: Path) -> list[Path]:
     cells = [(genotype.normal, genotype.normal_concat, "normal cell")]
     if genotype.reduce is not None:
         cells.append((genotype.reduce, genotype.reduce_concat or (), "reduction cell"))
-    fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(cells), figsize=(5.0 * len(cells), 3.8), squeeze=False)
     for ax, (cell, concat, title) in zip(axes[0], cells):
         _draw_cell(ax, cell, concat, title)
     fig.tight_layout()

@@ -16,9 +16,8 @@ from torch import Tensor, nn
 
 from nb360.models import register_network
 from nb360.models.darts.genotype import Cell, Genotype
-from nb360.models.darts.ops import BatchNormSettings, FactorizedReduce, ReLUConvBN, drop_path, make_op
+from nb360.models.darts.ops import BatchNormSettings, FactorizedReduce, ReLUConvBN, drop_path, make_op, reduction_layers, stem
 from nb360.models.heads import build_head
-from nb360.models.ops import batch_norm, conv
 from nb360.tasks import TaskSpec
 
 __all__ = ["DartsNetwork", "REFERENCE_BN"]
@@ -91,11 +90,11 @@ class DartsNetwork(nn.Module):
             raise ValueError("a point task's network needs a genotype with a reduction cell")
         self.drop_path_prob = 0.0
         c = stem_multiplier * channels
-        self.stem = nn.Sequential(conv(dim, in_channels, c, 3, padding=1), batch_norm(dim, c))
+        self.stem = stem(dim, in_channels, c)
         c_pp, c_p, c = c, c, channels
-        cells, reduction_prev = [], False
+        cells, reduction_prev, reducing = [], False, reduction_layers(kind, layers)
         for i in range(layers):
-            reduction = kind == "point" and i in (layers // 3, 2 * layers // 3)
+            reduction = i in reducing
             if reduction:
                 c *= 2
             cell, concat = (genotype.reduce, genotype.reduce_concat) if reduction else (genotype.normal, genotype.normal_concat)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from nb360.models.ops import avg_pool, batch_norm, conv, max_pool
 
-__all__ = ["PRIMITIVES", "BatchNormSettings", "make_op", "ReLUConvBN", "FactorizedReduce", "Zero", "drop_path"]
+__all__ = ["PRIMITIVES", "BatchNormSettings", "make_op", "ReLUConvBN", "FactorizedReduce", "Zero", "drop_path", "stem", "reduction_layers"]
 
 PRIMITIVES = (
     "none",
@@ -128,3 +128,13 @@ def drop_path(x: Tensor, prob: float) -> Tensor:
     keep = 1.0 - prob
     mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x / keep * mask
+
+
+def stem(dim: int, in_channels: int, channels: int) -> nn.Module:
+    """The DARTS stem: a 3x3 convolution to ``channels`` and batch norm."""
+    return nn.Sequential(conv(dim, in_channels, channels, 3, padding=1), batch_norm(dim, channels))
+
+
+def reduction_layers(kind: str, layers: int) -> set[int]:
+    """Cells that reduce resolution and double channels: at 1/3 and 2/3 of the depth for point tasks, none for dense ones."""
+    return {layers // 3, 2 * layers // 3} if kind == "point" else set()

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nb360.models.darts.genotype import Genotype
-from nb360.models.darts.ops import PRIMITIVES, BatchNormSettings, FactorizedReduce, ReLUConvBN, make_op
+from nb360.models.darts.ops import PRIMITIVES, BatchNormSettings, FactorizedReduce, ReLUConvBN, make_op, reduction_layers, stem
 from nb360.models.heads import build_head
-from nb360.models.ops import batch_norm, conv, max_pool
+from nb360.models.ops import max_pool
 
 __all__ = ["SearchNetwork", "MixedOp", "channel_shuffle", "edge_count", "node_slices", "derive_cell"]
 
@@ -140,11 +140,11 @@ class SearchNetwork(nn.Module):
         self.steps, self.multiplier, self.edge_normalization = steps, multiplier, edge_normalization
         self.has_reduction = kind == "point"
         c = stem_multiplier * channels
-        self.stem = nn.Sequential(conv(dim, in_channels, c, 3, padding=1), batch_norm(dim, c))
+        self.stem = stem(dim, in_channels, c)
         c_pp, c_p, c = c, c, channels
-        cells, reduction_prev = [], False
+        cells, reduction_prev, reducing = [], False, reduction_layers(kind, layers)
         for i in range(layers):
-            reduction = self.has_reduction and i in (layers // 3, 2 * layers // 3)
+            reduction = i in reducing
             if reduction:
                 c *= 2
             cells.append(SearchCell(dim, steps, multiplier, c_pp, c_p, c, reduction, reduction_prev, k, shift))
