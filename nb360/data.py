@@ -4,10 +4,15 @@
     python -m nb360.data verify   --task darcy --root data/darcy      # checksum and format, one line per file
     python -m nb360.data fixture  --task darcy --root /tmp/fx --n 8   # a tiny dataset in the exact on-disk format
     python -m nb360.data generate --task darcy --root data/darcy --n 1024 --resolution 421   # the PDE solver
+    python -m nb360.data download --benchmark nb201-ninapro --root data/nb201  # NATS file -> nb360-tabular store
+    python -m nb360.data verify   --benchmark nb201-darcy --root data/nb201
 
 ``download`` and ``verify`` take any DataModule option as ``--data.KEY VALUE`` (for
 example ``--data.s3_endpoint URL``, or ``--data.resolution 106 --data.samples 320`` for
-generated Darcy files).
+generated Darcy files). With ``--benchmark`` (``nb201-ninapro``, ``nb201-darcy``) they
+fetch and check a tabular benchmark instead: the options are then the mirrors'
+(``--data.source s3|https|gdrive|local``, ``--data.s3_endpoint URL``, ``--data.https_base URL``),
+and ``download --no-import`` keeps the NATS file without converting it.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ import numpy as np
 import yaml
 
 from nb360.datamodules.base import default_root
-from nb360.errors import NB360Error, UsageError, one_line
+from nb360.errors import UsageError, run_command
 
 __all__ = ["main"]
 
 
-def _datamodule_options(extra: Sequence[str]) -> dict[str, Any]:
+def datamodule_options(extra: Sequence[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     items = list(extra)
     while items:
@@ -54,15 +59,34 @@ def _datamodule(task: str, root: str | None, options: dict[str, Any]) -> Any:
         raise UsageError(f"bad DataModule option for task {task}: {err}") from None
 
 
+def _benchmark_root(args: argparse.Namespace) -> Path:
+    return Path(args.root) if args.root else default_root("nb201")
+
+
 def _download(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    dm = _datamodule(args.task, args.root, _datamodule_options(extra))
+    if args.benchmark:
+        from nb360.tabular.download import download_benchmark, sources_from_options
+
+        sources = sources_from_options(datamodule_options(extra))
+        for line in download_benchmark(args.benchmark, _benchmark_root(args), sources=sources, convert=not args.no_import):
+            print(line)
+        return
+    dm = _datamodule(args.task, args.root, datamodule_options(extra))
     dm.prepare_data()
     for line in dm.verify():
         print(line)
 
 
 def _verify(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    for line in _datamodule(args.task, args.root, _datamodule_options(extra)).verify():
+    if args.benchmark:
+        from nb360.tabular.download import verify_benchmark
+
+        if extra:
+            raise UsageError(f"unexpected argument(s) for a benchmark: {' '.join(extra)}")
+        for line in verify_benchmark(args.benchmark, _benchmark_root(args)):
+            print(line)
+        return
+    for line in _datamodule(args.task, args.root, datamodule_options(extra)).verify():
         print(line)
 
 
@@ -114,8 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("generate", "generate Darcy Flow data with the PDE solver"),
     ):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--task", required=True)
-        sub.add_argument("--root", default=None, help="data directory (default: $NB360_DATA/<task> or data/<task>)")
+        if name in ("download", "verify"):
+            what = sub.add_mutually_exclusive_group(required=True)
+            what.add_argument("--task")
+            what.add_argument("--benchmark", help="a tabular benchmark: nb201-ninapro or nb201-darcy")
+        else:
+            sub.add_argument("--task", required=True)
+        sub.add_argument("--root", default=None, help="data directory (default: $NB360_DATA/<task> or data/<task>; nb201 for benchmarks)")
+        if name == "download":
+            sub.add_argument("--no-import", action="store_true", help="with --benchmark: keep the NATS file, do not convert it")
         if name == "fixture":
             sub.add_argument("--n", type=int, default=8, help="samples per part")
             sub.add_argument("--seed", type=int, default=0)
@@ -129,12 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command in ("fixture", "generate"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"download": _download, "verify": _verify, "fixture": _fixture, "generate": _generate}
-    try:
-        handlers[args.command](args, extra)
-    except NB360Error as err:
-        print(f"nb360: error: {one_line(err)}", file=sys.stderr)
-        return err.exit_code
-    return 0
+    return run_command(lambda: handlers[args.command](args, extra))
 
 
 if __name__ == "__main__":

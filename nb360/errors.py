@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["NB360Error", "UsageError", "DataError", "one_line"]
+import sys
+from collections.abc import Callable
+
+__all__ = ["NB360Error", "UsageError", "DataError", "one_line", "run_command"]
 
 
 class NB360Error(Exception):
@@ -36,3 +39,13 @@ def one_line(err: NB360Error) -> str:
     last = lines[-1]
     prefix = f"{type(err).__module__}.{type(err).__name__}: "
     return last[len(prefix):] if last.startswith(prefix) else last
+
+
+def run_command(action: Callable[[], object]) -> int:
+    """Run a command-line action: exit status 0, or the error's one line on stderr and its exit status."""
+    try:
+        action()
+    except NB360Error as err:
+        print(f"nb360: error: {one_line(err)}", file=sys.stderr)
+        return err.exit_code
+    return 0

@@ -6,12 +6,13 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_open", "write_json", "file_digest", "sha256_file"]
+__all__ = ["atomic_path", "atomic_open", "atomic_directory", "write_json", "file_digest", "sha256_file"]
 
 
 def _read_umask() -> int:
@@ -53,6 +54,36 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
     """``open()`` for writing through :func:`atomic_path`."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
         yield f
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``path``; on success it becomes ``path`` in one rename.
+
+    An existing ``path`` is replaced: it is renamed aside, the new directory takes its
+    name, and only then is the old one deleted (restored if the rename fails), so readers
+    never see a half-written directory. On an exception the temporary directory is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, old / path.name)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old / path.name, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

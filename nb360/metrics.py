@@ -52,6 +52,9 @@ class TaskMetric(Metric):
     full_state_update: ClassVar[bool] = False
     # version of the definition, recorded in results.json so silent changes cannot mix up tables
     version: ClassVar[int] = 1
+    # c when the metric is the error c - q of an accuracy-like q (100 for top-1 error in %, 1 for 1 - mAP);
+    # tabular benchmarks store q = c - metric as NATS's "accuracy". None: no such q (MAE8).
+    accuracy_complement: ClassVar[float | None] = None
 
 
 def _cat(state: Tensor | list[Tensor]) -> Tensor:
@@ -64,6 +67,7 @@ class ZeroOneError(TaskMetric):
     """Top-1 classification error in percent, averaged over samples."""
 
     name = "error"
+    accuracy_complement = 100.0
     unit = "%"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -89,6 +93,7 @@ class OneMinusMAP(TaskMetric):
     """
 
     name = "one_minus_map"
+    accuracy_complement = 1.0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -130,6 +135,7 @@ class RelativeL2(TaskMetric):
     """
 
     name = "relative_l2"
+    accuracy_complement = 1.0  # NB360 Darcy benchmark: "accuracy" = 1 - relative l2
 
     def __init__(self, aggregation: Literal["sample", "batch"] = "sample", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -212,6 +218,7 @@ class OneMinusAUROC(TaskMetric):
     """1 - AUROC, macro over labels (DeepSEA). Labels with a single class are left out."""
 
     name = "one_minus_auroc"
+    accuracy_complement = 1.0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -269,6 +276,7 @@ class OneMinusThresholdedAUROC(_PixelConfusion):
     """
 
     name = "one_minus_auroc"
+    accuracy_complement = 1.0
 
     def compute(self) -> Tensor:
         fnr, fpr = self._rates()
@@ -297,6 +305,7 @@ class OneMinusVotedF1(TaskMetric):
     """
 
     name = "one_minus_f1"
+    accuracy_complement = 1.0
 
     def __init__(self, num_classes: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from nb360.datamodules.base import TaskDataModule, TensorDictDataset
-from nb360.datamodules.safe_pickle import read_npy_header
+from nb360.safe_pickle import read_npy_header
 from nb360.datamodules.sources import RemoteFile
 from nb360.errors import DataError
 from nb360.tasks import Reference, TaskSpec, register_task

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from nb360.datamodules.base import Split, TaskDataModule, TensorDictDataset
-from nb360.datamodules.safe_pickle import load_pickle
+from nb360.safe_pickle import load_pickle
 from nb360.datamodules.sources import RemoteFile
 from nb360.errors import DataError
 from nb360.io import atomic_open

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from nb360.datamodules.base import TaskDataModule
-from nb360.datamodules.safe_pickle import load_npy, load_pickle
+from nb360.safe_pickle import load_npy, load_pickle
 from nb360.datamodules.sources import RemoteFile
 from nb360.errors import DataError, UsageError
 from nb360.io import atomic_path

@@ -23,7 +23,7 @@ import torch
 
 from nb360.datamodules.base import TaskDataModule, TensorDictDataset
 from nb360.datamodules.common import array_summary, class_labels
-from nb360.datamodules.safe_pickle import load_npy
+from nb360.safe_pickle import load_npy
 from nb360.datamodules.sources import RemoteFile
 from nb360.errors import DataError
 from nb360.tasks import Reference, TaskSpec, register_task

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from nb360.datamodules.base import TaskDataModule, TensorDictDataset
 from nb360.datamodules.common import fixture_sizes, split_point
-from nb360.datamodules.safe_pickle import load_pickle
+from nb360.safe_pickle import load_pickle
 from nb360.datamodules.sources import RemoteFile
 from nb360.errors import DataError, UsageError
 from nb360.io import atomic_path

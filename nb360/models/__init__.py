@@ -40,3 +40,4 @@ def count_parameters(module: nn.Module) -> int:
 
 from nb360.models import backbones as _backbones  # noqa: E402,F401  (registers the built-in networks)
 from nb360.models import darts as _darts  # noqa: E402,F401
+from nb360.models import nb201 as _nb201  # noqa: E402,F401

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from nb360.datamodules.cifar100 import CIFAR100DataModule
-from nb360.datamodules.safe_pickle import loads_pickle
+from nb360.safe_pickle import loads_pickle
 from nb360.errors import DataError
 
 ARCHIVE = "cifar-100-python.tar.gz"

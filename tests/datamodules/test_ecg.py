@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nb360.datamodules.ecg import ECGDataModule, label_strides, record_split
-from nb360.datamodules.safe_pickle import load_pickle, loads_pickle
+from nb360.safe_pickle import load_pickle, loads_pickle
 from nb360.errors import DataError
 from nb360.metrics import OneMinusVotedF1
 

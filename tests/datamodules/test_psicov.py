@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nb360.datamodules.psicov import PsicovDataModule, clean_distances
-from nb360.datamodules.safe_pickle import load_npy, load_pickle
+from nb360.safe_pickle import load_npy, load_pickle
 from nb360.errors import DataError, UsageError
 from nb360.metrics import ContactMAE
 

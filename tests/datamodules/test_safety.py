@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nb360.datamodules.archives import extract
-from nb360.datamodules.safe_pickle import load_npy, load_pickle, loads_pickle
+from nb360.safe_pickle import load_npy, load_pickle, loads_pickle
 from nb360.datamodules.sources import RemoteFile, Sources, fetch_files
 from nb360.errors import DataError
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nb360.datamodules.safe_pickle import load_npy
+from nb360.safe_pickle import load_npy
 from nb360.datamodules.satellite import SatelliteDataModule, standardize_rows
 from nb360.errors import DataError
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nb360.datamodules.safe_pickle import load_pickle
+from nb360.safe_pickle import load_pickle
 from nb360.datamodules.spherical import SphericalDataModule
 from nb360.errors import DataError
 from nb360.tasks import get_task
