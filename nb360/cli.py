@@ -238,5 +238,5 @@ def main(argv: Sequence[str] | None = None, config_dir: Path | None = None) -> i
         print(f"nb360: error: {' '.join(lines[:1] + detail)}; see train.py --help", file=sys.stderr)
         return UsageError.exit_code
     print(f"{results['task']} / {results['method']} / seed {results['seed']}: "
-          f"{results['split']} {results['metric']} = {results['value']:.6g}  ->  {cli.run_dir / 'results.json'}")
+          f"{results['split']} {results['metric']} = {results['value']:.6g}  ->  {Path(results.get('run_dir', cli.run_dir)) / 'results.json'}")
     return 0

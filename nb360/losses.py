@@ -6,6 +6,7 @@ the batch (for example Cosmic's ``ignore`` mask); losses ignore keys they do not
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -66,12 +67,43 @@ class MSE(nn.Module):
         return F.mse_loss(preds, target.to(preds.dtype))
 
 
+class Focal(nn.Module):
+    """NinaPro's expert loss (its Keras ``FocalLoss``): ``alpha * (1 - p_t)^gamma * -log(p_t)``, averaged over the batch.
+
+    ``p_t`` is the softmax probability of the true class plus 1e-9, as in the reference (which
+    takes softmax outputs; ``preds`` here are logits). ``alpha`` is a plain factor on every
+    class, not a class weight.
+    """
+
+    def __init__(self, gamma: float = 3.0, alpha: float = 6.0, eps: float = 1e-9) -> None:
+        super().__init__()
+        self.gamma, self.alpha, self.eps = gamma, alpha, eps
+
+    def forward(self, preds: Tensor, target: Tensor, **_: Any) -> Tensor:
+        p_t = preds.float().softmax(dim=1).gather(1, target.long()[:, None]).squeeze(1) + self.eps
+        # the reference keeps the largest per-class term, 0 for the other classes: clamp at 0
+        return (self.alpha * (1 - p_t) ** self.gamma * -torch.log(p_t)).clamp(min=0).mean()
+
+
+class LogCosh(nn.Module):
+    """PSICOV's expert loss (Keras ``logcosh``): ``log(cosh(preds - target))`` averaged over all elements.
+
+    Computed as ``|d| + softplus(-2 |d|) - log 2``, which does not overflow for large differences.
+    """
+
+    def forward(self, preds: Tensor, target: Tensor, **_: Any) -> Tensor:
+        d = (preds - target.to(preds.dtype)).abs()
+        return (d + F.softplus(-2 * d) - math.log(2.0)).mean()
+
+
 LOSSES: dict[str, Callable[[], nn.Module]] = {
     "cross_entropy": CrossEntropy,
     "bce_with_logits": BCEWithLogits,
     "masked_bce_with_logits": MaskedBCEWithLogits,
     "relative_l2_sum": RelativeL2Sum,
     "mse": MSE,
+    "focal": Focal,
+    "logcosh": LogCosh,
 }
 
 

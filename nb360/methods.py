@@ -64,7 +64,7 @@ class Method:
             )
 
 
-METHODS: Registry[Method] = Registry("method", builtins="nb360.search")
+METHODS: Registry[Method] = Registry("method", builtins="nb360.search.builtin")
 
 
 def register_method(method: Method) -> Method:

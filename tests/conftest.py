@@ -87,6 +87,24 @@ def darcy_args(root: Path) -> list[str]:
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+@pytest.fixture(scope="session")
+def task_fixture(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, dict]]:
+    """A task's format-exact fixture (``FIXTURE_N`` samples per part), written once per session: ``(root, data options)``."""
+    from nb360.tasks import get_task
+
+    written: dict[str, tuple[Path, dict]] = {}
+
+    def get(task: str) -> tuple[Path, dict]:
+        if task not in written:
+            cls = get_task(task).datamodule
+            root = tmp_path_factory.mktemp(f"fixture-{task}")
+            cls.write_fixture(root, FIXTURE_N)
+            written[task] = (root, cls.fixture_args(FIXTURE_N))
+        return written[task]
+
+    return get
+
+
 @pytest.fixture
 def train(tmp_path: Path) -> Callable[..., int]:
     """Run ``train.py`` in this process (Lightning is imported once); outputs go under ``tmp_path/runs``."""
@@ -101,3 +119,6 @@ def train(tmp_path: Path) -> Callable[..., int]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    from nb360.methods import METHODS
+
+    METHODS.names()  # register the built-in methods in their own order before test modules import single ones

@@ -13,7 +13,8 @@ from nb360.tasks import TaskSpec
 __all__ = ["NETWORKS", "register_network", "build_network", "network_names", "count_parameters"]
 
 NetworkBuilder = Callable[..., nn.Module]
-NETWORKS: Registry[NetworkBuilder] = Registry("network")
+# the expert models register their networks next to their training recipes; they load on the first lookup
+NETWORKS: Registry[NetworkBuilder] = Registry("network", builtins="nb360.models.experts")
 
 
 def register_network(name: str) -> Callable[[NetworkBuilder], NetworkBuilder]:
@@ -40,4 +41,6 @@ def count_parameters(module: nn.Module) -> int:
 
 from nb360.models import backbones as _backbones  # noqa: E402,F401  (registers the built-in networks)
 from nb360.models import darts as _darts  # noqa: E402,F401
+from nb360.models import nb101 as _nb101  # noqa: E402,F401
 from nb360.models import nb201 as _nb201  # noqa: E402,F401
+from nb360.models import perceiver as _perceiver  # noqa: E402,F401

@@ -1,7 +1,5 @@
-"""Methods as LightningModules, one module per method family; importing this package registers them.
+"""Search methods: LightningModules (one module per method family, registered by :mod:`nb360.search.builtin`)
+and the torch-free multi-trial algorithms of :mod:`nb360.search.multitrial`.
 
-The import order is the order methods are listed in help and error messages.
+Importing this package imports nothing else, so ``python -m nb360.search.tabular`` starts without PyTorch.
 """
-
-from nb360.search import wrn  # noqa: F401  (isort: skip)
-from nb360.search import darts  # noqa: F401  (isort: skip)

@@ -185,6 +185,49 @@ class SearchModule(TaskModule):
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.arch_summary(), on_step=False, on_epoch=True)
 
+    # ----------------------------------------------------------------- DARTS' second order
+    def unrolled_arch_step(self, batch: dict[str, dict[str, Tensor]]) -> None:
+        """Architecture step with DARTS' unrolled second-order gradient (needs ``hparams.unroll_eps``)."""
+        weight_opt, arch_opt = self.optimizers()
+        arch_opt.zero_grad()
+        gradients, loss = self.unrolled_arch_gradients(batch["weights"], batch["arch"], weight_opt.optimizer)
+        for p, g in zip(self.net.arch_parameters(), gradients):
+            p.grad = g
+        self.step_architecture()
+        self.log("train/arch_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["arch"]["x"]), sync_dist=True)
+
+    def unrolled_arch_gradients(
+        self, train_batch: dict[str, Tensor], arch_batch: dict[str, Tensor], weight_opt: torch.optim.Optimizer
+    ) -> tuple[list[Tensor], Tensor]:
+        """DARTS' second-order architecture gradient (Liu et al. 2019, eq. 7-8), and the unrolled architecture loss.
+
+        With one virtual SGD step ``w' = w - xi (momentum * buffer + dL_train/dw + wd * w)`` (xi the
+        weights' current learning rate), the gradient of ``L_arch(w', alpha)`` is
+        ``dL_arch/dalpha - xi * d2L_train/dalpha dw . dL_arch/dw'``; the Hessian-vector product
+        is the central difference of ``dL_train/dalpha`` at ``w +- eps dL_arch/dw'``.
+        """
+        group = weight_opt.param_groups[0]
+        xi, momentum, decay = group["lr"], group.get("momentum", 0.0), group.get("weight_decay", 0.0)
+        names = {id(p): n for n, p in self.net.named_parameters()}
+        weights, arch = self.net.weight_parameters(), self.net.arch_parameters()
+        grads = torch.autograd.grad(self.batch_loss(train_batch), weights)
+        unrolled = {}
+        for w, g in zip(weights, grads):
+            buffer = weight_opt.state.get(w, {}).get("momentum_buffer")
+            step = g + decay * w.detach() + (momentum * buffer if buffer is not None else 0.0)
+            unrolled[names[id(w)]] = (w.detach() - xi * step).requires_grad_()
+        arch_loss = functional_loss(self, arch_batch, unrolled)
+        arch_grads = torch.autograd.grad(arch_loss, [*arch, *unrolled.values()])
+        d_arch, d_unrolled = arch_grads[: len(arch)], arch_grads[len(arch) :]
+        eps = self.hparams.unroll_eps / global_norm(d_unrolled).clamp_min(1e-12)
+
+        def train_arch_grads(sign: float) -> tuple[Tensor, ...]:
+            shifted = {names[id(w)]: w.detach() + sign * eps * d for w, d in zip(weights, d_unrolled)}
+            return torch.autograd.grad(functional_loss(self, train_batch, shifted), arch)
+
+        plus, minus = train_arch_grads(1.0), train_arch_grads(-1.0)
+        return [da - xi * (p - m) / (2 * eps) for da, p, m in zip(d_arch, plus, minus)], arch_loss.detach()
+
     # ----------------------------------------------------------------- architecture
     def arch_summary(self) -> dict[str, float]:
         """Scalars describing the architecture weights, logged every epoch (CSV, W&B)."""

@@ -24,7 +24,7 @@ from nb360.models.darts.genotype import Genotype
 from nb360.models.darts.ops import PRIMITIVES
 from nb360.models.darts.supernet import SearchNetwork, node_slices
 from nb360.run import RunContext
-from nb360.search.bilevel import SearchModule, functional_loss, global_norm
+from nb360.search.bilevel import SearchModule
 from nb360.search.pipeline import SearchStages, add_stage_arguments, search_then_evaluate
 from nb360.search.train import TrainModule, build_scheduler
 from nb360.tasks import TaskSpec
@@ -116,46 +116,8 @@ class DartsSearchModule(SearchModule):
     def arch_step(self, batch: dict[str, dict[str, Tensor]]) -> None:
         if self.hparams.order == 1:
             super().arch_step(batch)
-            return
-        weight_opt, arch_opt = self.optimizers()
-        arch_opt.zero_grad()
-        gradients, loss = self.unrolled_arch_gradients(batch["weights"], batch["arch"], weight_opt.optimizer)
-        for p, g in zip(self.net.arch_parameters(), gradients):
-            p.grad = g
-        self.step_architecture()
-        self.log("train/arch_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["arch"]["x"]), sync_dist=True)
-
-    def unrolled_arch_gradients(
-        self, train_batch: dict[str, Tensor], arch_batch: dict[str, Tensor], weight_opt: torch.optim.Optimizer
-    ) -> tuple[list[Tensor], Tensor]:
-        """DARTS' second-order architecture gradient (Liu et al. 2019, eq. 7-8), and the unrolled architecture loss.
-
-        With one virtual SGD step ``w' = w - xi (momentum * buffer + dL_train/dw + wd * w)`` (xi the
-        weights' current learning rate), the gradient of ``L_arch(w', alpha)`` is
-        ``dL_arch/dalpha - xi * d2L_train/dalpha dw . dL_arch/dw'``; the Hessian-vector product
-        is the central difference of ``dL_train/dalpha`` at ``w +- eps dL_arch/dw'``.
-        """
-        group = weight_opt.param_groups[0]
-        xi, momentum, decay = group["lr"], group.get("momentum", 0.0), group.get("weight_decay", 0.0)
-        names = {id(p): n for n, p in self.net.named_parameters()}
-        weights, arch = self.net.weight_parameters(), self.net.arch_parameters()
-        grads = torch.autograd.grad(self.batch_loss(train_batch), weights)
-        unrolled = {}
-        for w, g in zip(weights, grads):
-            buffer = weight_opt.state.get(w, {}).get("momentum_buffer")
-            step = g + decay * w.detach() + (momentum * buffer if buffer is not None else 0.0)
-            unrolled[names[id(w)]] = (w.detach() - xi * step).requires_grad_()
-        arch_loss = functional_loss(self, arch_batch, unrolled)
-        arch_grads = torch.autograd.grad(arch_loss, [*arch, *unrolled.values()])
-        d_arch, d_unrolled = arch_grads[: len(arch)], arch_grads[len(arch) :]
-        eps = self.hparams.unroll_eps / global_norm(d_unrolled).clamp_min(1e-12)
-
-        def train_arch_grads(sign: float) -> tuple[Tensor, ...]:
-            shifted = {names[id(w)]: w.detach() + sign * eps * d for w, d in zip(weights, d_unrolled)}
-            return torch.autograd.grad(functional_loss(self, train_batch, shifted), arch)
-
-        plus, minus = train_arch_grads(1.0), train_arch_grads(-1.0)
-        return [da - xi * (p - m) / (2 * eps) for da, p, m in zip(d_arch, plus, minus)], arch_loss.detach()
+        else:
+            self.unrolled_arch_step(batch)
 
     def arch_summary(self) -> dict[str, float]:
         summary = {}

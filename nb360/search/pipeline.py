@@ -26,7 +26,7 @@ from nb360.io import write_json
 from nb360.metrics import metric_class, metric_lower_is_better
 from nb360.run import RunContext, versions
 
-__all__ = ["SearchStages", "add_stage_arguments", "search_then_evaluate"]
+__all__ = ["SearchStages", "add_stage_arguments", "record_search", "search_then_evaluate"]
 
 ARCHITECTURE_FILE = "genotype.json"
 SEARCH_SUMMARY = "search.json"
@@ -73,33 +73,58 @@ def _search(ctx: RunContext, stages: SearchStages) -> tuple[Any, dict[str, Any]]
     trainer.fit(ctx.model, datamodule=BilevelDataModule(ctx.datamodule), ckpt_path=ctx.resume_path("search"))
     architecture = stages.parse(ctx.model.derive())
     value = trainer.callback_metrics.get(f"val/{ctx.model.metric_name}")
+    extra = {"params": ctx.model.num_parameters, "epochs": trainer.current_epoch, "processes": trainer.world_size}
+    value = float(value) if value is not None else math.nan
+    summary = record_search(ctx, stages, architecture, value, _elapsed(trainer), extra, write=trainer.is_global_zero)
+    return architecture, summary
+
+
+def record_search(
+    ctx: RunContext,
+    stages: SearchStages,
+    architecture: Any,
+    value: float,
+    wall_time_s: float,
+    extra: dict[str, Any],
+    write: bool = True,
+) -> dict[str, Any]:
+    """Save a finished search: its architecture and summary (``search.json``; ``results.json`` with ``--stage search``)."""
     summary = {
         "task": ctx.task.name,
         "method": ctx.method,
         "seed": ctx.seed,
         "stage": "search",
         "metric": ctx.model.metric_name,
-        "value": float(value) if value is not None else math.nan,
+        "value": value,
         "lower_is_better": metric_lower_is_better(metric_class(ctx.task.metric)),
         "split": getattr(ctx.datamodule, "eval_split", "val"),
-        "params": ctx.model.num_parameters,
-        "wall_time_s": round(_elapsed(trainer), 3),
+        "wall_time_s": round(wall_time_s, 3),
         "genotype": stages.to_dict(architecture),
-        "epochs": trainer.current_epoch,
-        "processes": trainer.world_size,
+        **extra,
         "run_dir": str(ctx.run_dir),
         "versions": versions(),
     }
-    if trainer.is_global_zero:
+    if write:
         stages.save(architecture, ctx.run_dir)
         write_json(ctx.run_dir / SEARCH_SUMMARY, summary)
         if ctx.args.stage == "search":
             write_json(ctx.run_dir / "results.json", summary)
-    return architecture, summary
+    return summary
 
 
-def search_then_evaluate(ctx: RunContext, stages: SearchStages) -> dict[str, Any]:
-    """Run the requested stages; return the content of ``results.json``."""
+def search_then_evaluate(
+    ctx: RunContext,
+    stages: SearchStages,
+    evaluate: Callable[[RunContext, Any, float], dict[str, Any]] | None = None,
+    search: Callable[[RunContext, SearchStages], tuple[Any, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Run the requested stages; return the content of ``results.json``.
+
+    ``evaluate(ctx, architecture, search_time_s)``, if given, replaces the retraining stage
+    (e.g. a tabular benchmark's lookup of the derived architecture) and returns the results.
+    ``search(ctx, stages) -> (architecture, summary)``, if given, replaces the one-shot search
+    (e.g. a multi-trial search that trains every candidate); it ends with :func:`record_search`.
+    """
     args = ctx.args
     saved = ctx.run_dir / ARCHITECTURE_FILE
     search_time = 0.0
@@ -112,10 +137,12 @@ def search_then_evaluate(ctx: RunContext, stages: SearchStages) -> dict[str, Any
     elif args.stage == "eval":
         raise UsageError(f"--stage eval needs --genotype FILE or a finished search in {ctx.run_dir} ({ARCHITECTURE_FILE})")
     else:
-        architecture, summary = _search(ctx, stages)
+        architecture, summary = (search or _search)(ctx, stages)
         if args.stage == "search":
             return summary
         search_time = summary["wall_time_s"]
+    if evaluate is not None:
+        return evaluate(ctx, architecture, search_time)
     ctx.check_fresh("eval")
     module, datamodule, options = stages.evaluation(ctx, architecture)
     trainer = ctx.trainer(datamodule=datamodule, stage="eval", model=module, max_epochs=args.eval_epochs, **options)

@@ -15,7 +15,7 @@ SPACES: Registry[ProductSpace] = Registry("search space")
 
 
 def get_space(name: str) -> ProductSpace:
-    """A space by name or alias (``nb201``/``tss``/``topology``, ``nats_sss``/``sss``/``size``)."""
+    """A space by name or alias (``nb201``/``tss``/``topology``, ``nats_sss``/``sss``/``size``, ``nb101``)."""
     return SPACES.get(name)
 
 
@@ -28,6 +28,9 @@ def _register_builtins() -> None:
 
     SPACES.register(TOPOLOGY.name, TOPOLOGY, ("tss", "topology", "nats_tss", "nats-tss", "nasbench201"))
     SPACES.register(SIZE.name, SIZE, ("sss", "size", "nats-sss", "nb201_size"))
+    from nb360.nb101.space import NB101
+
+    SPACES.register(NB101.name, NB101, ("nasbench101", "nas-bench-101"))
 
 
 _register_builtins()

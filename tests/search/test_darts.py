@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import read_results
+
 from nb360.errors import UsageError
 from nb360.models import build_network, count_parameters
 from nb360.models.darts import PRIMITIVES, Genotype, SearchNetwork
@@ -221,14 +221,8 @@ def run_args(task: str, root: Path, fixture_args: dict, *extra: str) -> list[str
 
 
 @pytest.fixture(scope="module")
-def fixture_roots(tmp_path_factory) -> dict:
-    roots = {}
-    for task in ("cifar100", "darcy", "ecg"):
-        cls = get_task(task).datamodule
-        root = tmp_path_factory.mktemp(task)
-        cls.write_fixture(root, 8)
-        roots[task] = (root, cls.fixture_args(8))
-    return roots
+def fixture_roots(task_fixture) -> dict:
+    return {task: task_fixture(task) for task in ("cifar100", "darcy", "ecg")}
 
 
 @pytest.mark.parametrize("task, method", [("cifar100", "gaea"), ("darcy", "darts"), ("ecg", "darts2")])
