@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nb360.search.tabular", description=__doc__.split("\n")[0])
     p.add_argument("--algo", nargs="+", default=None, help=f"one or more of: {', '.join(ALGOS)}")
     p.add_argument("--benchmark", help="an nb360-tabular store or a NATS file")
-    p.add_argument("--task", help="ninapro, darcy, or any dataset key of the store")
+    p.add_argument("--task", help="ninapro, darcy, or any dataset key of the store (not needed for NAS-Bench-101)")
     p.add_argument("--budget_seconds", "--budget-seconds", type=float, help="simulated seconds per search (NB360: 40 / 230)")
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--hp", help="the search protocol (default: '12' if stored, else the only/shortest hp)")
@@ -94,13 +94,42 @@ def _pick(choices: list[str], preferred: Sequence[str], what: str, given: str | 
     return next((c for c in preferred if c in choices), choices[0])
 
 
+def _nats_evaluator(bench: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """A NATS-format benchmark (NB201 topology or size space): the task's dataset, its hps and sets."""
+    from nb360.search.multitrial.tabular import TabularEvaluator
+
+    if args.task is None:
+        raise UsageError("missing --task")
+    dataset = _dataset(bench, args.task)
+    hps = sorted(bench.hps(dataset), key=lambda h: (not h.isdigit(), int(h) if h.isdigit() else 0, h))
+    hp = _pick(hps, ("12",), "hp", args.hp)
+    report_hp = _pick(hps, ("200", "90"), "report hp", args.report_hp)
+    search_set = _pick(bench.eval_sets(dataset, hp), ("x-valid", "ori-test"), "search set", args.search_set)
+    report_set = _pick(bench.eval_sets(dataset, report_hp), ("x-test", "ori-test"), "report set", args.report_set)
+    evaluator = TabularEvaluator(bench, dataset, hp, search_set, report_set, report_hp, args.seed_mode, args.epochs)
+    settings = {"dataset": dataset, "hp": hp, "search_set": search_set, "report_hp": report_hp, "report_set": report_set}
+    return evaluator, settings
+
+
+def _nb101_evaluator(bench: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """NAS-Bench-101: validation accuracy at ``--epochs`` (4/12/36/108) searched, mean 108-epoch test accuracy reported."""
+    from nb360.nb101.api import NB101Benchmark
+    from nb360.nb101.search_space import NB101Evaluator
+
+    evaluator = NB101Evaluator(NB101Benchmark(bench.store), max_budget=args.epochs or 108, seed_mode=args.seed_mode)
+    return evaluator, {"dataset": "nb101", "search_set": "validation", "report_epochs": 108, "report_set": "test"}
+
+
+#: the evaluator of a store's space (any other space: the NATS-format evaluator)
+EVALUATORS = {"nb101": _nb101_evaluator}
+
+
 def _search(args: argparse.Namespace) -> None:
     from nb360.search.multitrial import ALGORITHMS
     from nb360.search.multitrial.runner import plot, run_searches, summarise, write_outputs
-    from nb360.search.multitrial.tabular import TabularEvaluator
     from nb360.tabular import create
 
-    missing = [name for name in ("algo", "benchmark", "task", "budget_seconds") if getattr(args, name) is None]
+    missing = [name for name in ("algo", "benchmark", "budget_seconds") if getattr(args, name) is None]
     if missing:
         raise UsageError(f"missing {', '.join('--' + m for m in missing)}")
     unknown = [a for a in args.algo if a not in ALGORITHMS]
@@ -111,22 +140,13 @@ def _search(args: argparse.Namespace) -> None:
     if args.runs < 1 or not args.report_every > 0:
         raise UsageError("--runs must be at least 1 and --report_every positive")
     bench = create(args.benchmark, progress=not args.no_progress)
-    dataset = _dataset(bench, args.task)
-    hps = sorted(bench.hps(dataset), key=lambda h: (not h.isdigit(), int(h) if h.isdigit() else 0, h))
-    hp = _pick(hps, ("12",), "hp", args.hp)
-    report_hp = _pick(hps, ("200", "90"), "report hp", args.report_hp)
-    search_set = _pick(bench.eval_sets(dataset, hp), ("x-valid", "ori-test"), "search set", args.search_set)
-    report_set = _pick(bench.eval_sets(dataset, report_hp), ("x-test", "ori-test"), "report set", args.report_set)
-    evaluator = TabularEvaluator(bench, dataset, hp, search_set, report_set, report_hp, args.seed_mode, args.epochs)
+    evaluator, settings = EVALUATORS.get(bench.space.name, _nats_evaluator)(bench, args)
     space = evaluator.space()
     best_index, best_value = evaluator.best_report()
     settings = {
         "benchmark": str(args.benchmark),
-        "dataset": dataset,
-        "hp": hp,
-        "search_set": search_set,
-        "report_hp": report_hp,
-        "report_set": report_set,
+        "space": bench.space.name,
+        **settings,
         "metric": evaluator.metric,
         "lower_is_better": evaluator.lower_is_better,
         "epochs": evaluator.max_budget,
@@ -135,7 +155,7 @@ def _search(args: argparse.Namespace) -> None:
         "runs": args.runs,
         "seed": args.seed,
         "report_every": args.report_every,
-        "searchable_archs": len(space),
+        "searchable_archs": len(space) if hasattr(space, "__len__") else None,  # NB101: a predicate, not a list
         "table_best": {"index": best_index, "arch": bench.arch(best_index), "value": best_value},
     }
     out, summaries = Path(args.out), {}

@@ -96,3 +96,20 @@ def test_multi_fidelity_on_the_data_budgets(bench: NB101Benchmark, name: str) ->
     history = ALGORITHMS[name](evaluator.space(), evaluator, 100.0 * 60, random.Random(0), min_budget=4, eta=3)
     assert set(history.budgets) <= {4, 12, 36, 108} and 4 in history.budgets
     assert history.total == pytest.approx(sum(100.0 * b / 108 for b in history.budgets))
+
+
+def test_the_tabular_search_cli_runs_on_an_nb101_store(bench: NB101Benchmark, tmp_path: Path, capsys) -> None:
+    import json
+
+    from nb360.search.tabular import main
+
+    out = tmp_path / "out"
+    args = ["--algo", "rea", "random", "--benchmark", str(bench.store.path), "--budget_seconds", "3000", "--runs", "4"]
+    assert main([*args, "--report_every", "500", "--out", str(out), "--no_progress"]) == 0
+    assert "rea: final validation_accuracy" in capsys.readouterr().out
+    results = json.loads((out / "rea" / "results.json").read_text())
+    best = float(np.max(synthetic(np.arange(SMALL))))  # the synthetic table's best test accuracy, computed independently
+    assert results["space"] == "nb101" and results["table_best"]["value"] == pytest.approx(best, abs=1e-6)
+    final = results["final"]
+    assert final["value_mean"] <= best + 1e-6 and final["regret_mean"] == pytest.approx(best - final["value_mean"], abs=1e-6)
+    assert (out / "compare.png").stat().st_size > 0
