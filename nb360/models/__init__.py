@@ -39,8 +39,11 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+from nb360.models import amber as _amber  # noqa: E402,F401
+from nb360.models import autodeeplab as _autodeeplab  # noqa: E402,F401
 from nb360.models import backbones as _backbones  # noqa: E402,F401  (registers the built-in networks)
 from nb360.models import darts as _darts  # noqa: E402,F401
+from nb360.models import densenas as _densenas  # noqa: E402,F401
 from nb360.models import nb101 as _nb101  # noqa: E402,F401
 from nb360.models import nb201 as _nb201  # noqa: E402,F401
 from nb360.models import perceiver as _perceiver  # noqa: E402,F401

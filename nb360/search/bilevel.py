@@ -37,18 +37,35 @@ def _distributed() -> bool:
 
 class PairSampler(DistributedSampler):
     """``(weight index, architecture index)`` pairs of one epoch: a random order of the first half, each
-    sample paired with a random sample of the second half; a process's share of them under DDP."""
+    sample paired with a random sample of the second half; a process's share of them under DDP.
 
-    def __init__(self, size: int, seed: int) -> None:
+    With ``arch_fraction`` other than 0.5 the architecture part is the last ``arch_fraction`` of the
+    samples, and an epoch pairs each of as many random weight samples as the smaller part holds
+    with a distinct architecture sample (DenseNAS: 80/20, an epoch = 20 % of the training data).
+    """
+
+    def __init__(self, size: int, seed: int, arch_fraction: float = 0.5) -> None:
+        if not 0 < arch_fraction < 1:
+            raise ValueError(f"arch_fraction must lie in (0, 1), got {arch_fraction}")
         replicas, rank = (dist.get_world_size(), dist.get_rank()) if _distributed() else (1, 0)
-        super().__init__(range(size // 2), num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
-        self.half = size // 2
+        if arch_fraction == 0.5:
+            self.half, self.arch_size = size // 2, size // 2
+        else:  # e.g. DenseNAS: the last 20 % for the architecture, an epoch as many pairs as that part holds
+            self.arch_size = min(size - 1, max(1, round(size * arch_fraction)))
+            self.half = size - self.arch_size  # the weights part: indices [0, half)
+        super().__init__(range(min(self.half, self.arch_size)), num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
-        order = torch.randperm(self.half, generator=generator)
-        partner = torch.randperm(self.half, generator=generator) + self.half
-        pairs = list(zip(order.tolist(), partner[order].tolist()))
+        if self.half == self.arch_size:
+            order = torch.randperm(self.half, generator=generator)
+            partner = torch.randperm(self.half, generator=generator) + self.half
+            pairs = list(zip(order.tolist(), partner[order].tolist()))
+        else:
+            count = min(self.half, self.arch_size)
+            order = torch.randperm(self.half, generator=generator)[:count]
+            partner = torch.randperm(self.arch_size, generator=generator)[:count] + self.half
+            pairs = list(zip(order.tolist(), partner.tolist()))
         total = self.num_samples * self.num_replicas
         pairs += pairs[: total - len(pairs)]
         return iter(pairs[self.rank : total : self.num_replicas])
@@ -81,12 +98,13 @@ def _passthrough(batch: Any) -> Any:
 class BilevelDataModule(pl.LightningDataModule):
     """A task's DataModule whose training loader yields bilevel pairs; everything else is the task's."""
 
-    def __init__(self, inner: pl.LightningDataModule) -> None:
+    def __init__(self, inner: pl.LightningDataModule, arch_fraction: float | None = None) -> None:
         super().__init__()
         self.inner = inner
+        self.arch_fraction = arch_fraction
 
     def __getattr__(self, name: str) -> Any:
-        if name == "inner":
+        if name in ("inner", "arch_fraction"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
@@ -103,12 +121,19 @@ class BilevelDataModule(pl.LightningDataModule):
         return DataLoader(
             BilevelDataset(dataset),
             batch_size=self.inner.batch_size,
-            sampler=PairSampler(len(dataset), run_seed()),
+            sampler=PairSampler(len(dataset), run_seed(), self._arch_fraction()),
             generator=loader_generator(),
             num_workers=self.inner.num_workers,
             persistent_workers=self.inner.num_workers > 0,
             collate_fn=_passthrough,
         )
+
+    def _arch_fraction(self) -> float:
+        """The given fraction, else the searching module's ``arch_fraction`` (default: halves)."""
+        if self.arch_fraction is not None:
+            return self.arch_fraction
+        trainer = getattr(self, "trainer", None)
+        return float(getattr(trainer.lightning_module, "arch_fraction", 0.5)) if trainer is not None else 0.5
 
     def val_dataloader(self) -> Any:
         return self.inner.val_dataloader()
@@ -129,7 +154,9 @@ class SearchModule(TaskModule):
         arch_first: take the architecture step before the weight step (DARTS) rather than after (GAEA).
     """
 
-    def __init__(self, task: str, warmup_epochs: int, grad_clip: float, arch_first: bool, metric_options: dict[str, Any] | None) -> None:
+    def __init__(
+        self, task: str, warmup_epochs: int, grad_clip: float, arch_first: bool, metric_options: dict[str, Any] | None
+    ) -> None:
         super().__init__(task, metric_options)
         self.automatic_optimization = False
         self.warmup_epochs, self.grad_clip, self.arch_first = warmup_epochs, grad_clip, arch_first
@@ -161,7 +188,9 @@ class SearchModule(TaskModule):
         loss = self.batch_loss(batch["arch"])
         self.manual_backward(loss)
         self.step_architecture()
-        self.log("train/arch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(batch["arch"]["x"]), sync_dist=True)
+        self.log(
+            "train/arch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(batch["arch"]["x"]), sync_dist=True
+        )
 
     def step_architecture(self) -> None:
         """Average the architecture gradients over processes, step the architecture optimiser, drop weight gradients."""
@@ -228,6 +257,15 @@ class SearchModule(TaskModule):
         plus, minus = train_arch_grads(1.0), train_arch_grads(-1.0)
         return [da - xi * (p - m) / (2 * eps) for da, p, m in zip(d_arch, plus, minus)], arch_loss.detach()
 
+    def sgd_and_adam(self) -> Any:
+        """SGD (cosine to ``min_lr``) for the weights and Adam for the architecture, from the usual hyperparameter names."""
+        from nb360.search.train import build_scheduler
+
+        h = self.hparams
+        weights = torch.optim.SGD(self.net.weight_parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        arch = torch.optim.Adam(self.net.arch_parameters(), lr=h.arch_lr, betas=tuple(h.arch_betas), weight_decay=h.arch_weight_decay)
+        return [weights, arch], [build_scheduler(weights, "cosine", self.trainer.max_epochs, h.min_lr)]
+
     # ----------------------------------------------------------------- architecture
     def arch_summary(self) -> dict[str, float]:
         """Scalars describing the architecture weights, logged every epoch (CSV, W&B)."""
@@ -247,7 +285,9 @@ class SearchModule(TaskModule):
             for rank, (other, other_state) in enumerate(gathered):
                 same = other == arch and all(torch.equal(a, b) for a, b in zip(state, other_state))
                 if not same:
-                    raise RuntimeError(f"process {rank} ended the search with different architecture parameters than process {dist.get_rank()}")
+                    raise RuntimeError(
+                        f"process {rank} ended the search with different architecture parameters than process {dist.get_rank()}"
+                    )
         return arch
 
 

@@ -20,21 +20,20 @@ Derivation, stages, ``--benchmark`` lookup and retraining: :mod:`nb360.search.nb
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from nb360.datamodules.base import run_seed
 from nb360.methods import Method, register_method
-from nb360.metrics import build_metric, metric_class, metric_lower_is_better
 from nb360.models.nb201.supernet import NB201SuperNet, tau_at
 from nb360.run import RunContext
-from nb360.search.bilevel import SearchModule, _distributed, _gather
+from nb360.search.bilevel import SearchModule
+from nb360.search.candidates import CandidateMetric, agreed, validation_batches
 from nb360.search.nb201_stages import add_nb201_arguments, eval_defaults, run_nb201_search
+from nb360.search.reinforce import Reinforce
 from nb360.search.train import build_scheduler
 from nb360.spaces.nb201 import EDGES, OPS, TOPOLOGY
 from nb360.tasks import TaskSpec
@@ -118,9 +117,7 @@ class NB201SearchModule(SearchModule):
         )
         self.net.set_mode(self.initial_mode)
         self.net.tau = tau_max
-        self.candidate_metric = build_metric(spec.metric, **{**spec.metric_kwargs, **(metric_options or {})})
-        self.candidate_metric.sync_on_compute = False  # every process scores the same batches
-        self.higher_is_better = not metric_lower_is_better(metric_class(spec.metric))
+        self.candidate_metric = CandidateMetric(spec, metric_options)
 
     def build_supernet(self, *args: Any) -> nn.Module:
         return NB201SuperNet(*args, arch_parameters=self.arch_trainable)
@@ -143,21 +140,11 @@ class NB201SearchModule(SearchModule):
     def score(self, batch: dict[str, Tensor]) -> float:
         """The task metric of the current supernet on one batch, oriented so that higher is better."""
         _, y, extras = self._split(batch)
-        metric = self.candidate_metric
-        metric.reset()
-        metric.update(self._evaluate(batch), y, **extras)
-        value = float(metric.compute())
-        metric.reset()
-        return value if self.higher_is_better else -value
+        return self.candidate_metric(self._evaluate(batch), y, **extras)
 
     def _validation_batches(self) -> Iterator[dict[str, Tensor]]:
         """Batches of ``candidate_batch`` validation samples, in order, cycling (every process sees the same)."""
-        dataset = self.trainer.datamodule.datasets["val"]
-        size = self.hparams.candidate_batch
-        while True:
-            for start in range(0, len(dataset), size):
-                batch = _gather(dataset, range(start, min(start + size, len(dataset))))
-                yield {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        return validation_batches(self.trainer.datamodule, self.hparams.candidate_batch, self.device)
 
     @torch.no_grad()
     def best_candidate(self, archs: list[str]) -> tuple[str, float]:
@@ -171,11 +158,7 @@ class NB201SearchModule(SearchModule):
             scores.append(self.score(next(batches)))
         self.net.train(training)
         self.net.mode, self.net.arch = mode, arch
-        best = max(range(len(archs)), key=lambda i: scores[i])
-        if _distributed():  # the same pick everywhere even if floating-point noise reorders close scores
-            chosen = [best]
-            dist.broadcast_object_list(chosen, src=0)
-            best = chosen[0]
+        best = agreed(max(range(len(archs)), key=lambda i: scores[i]))  # floating-point noise cannot split the pick
         return archs[best], scores[best]
 
     def generator(self) -> torch.Generator:
@@ -318,9 +301,8 @@ class ENAS(NB201SearchModule):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.register_buffer("baseline", torch.tensor(math.nan))
-        self.register_buffer("samples", torch.tensor(0))
-        self._accumulated: list[Tensor] | None = None
+        h = self.hparams
+        self.reinforce = Reinforce(h.baseline_decay, h.controller_aggregate, h.controller_grad_clip)
 
     def build_supernet(self, *args: Any) -> nn.Module:
         h = self.hparams
@@ -346,23 +328,10 @@ class ENAS(NB201SearchModule):
         self.net.train(training)
         self.net.arch = trained_path
         reward = score + h.entropy_weight * entropy
-        previous = float(self.baseline)
         value = float(reward.detach())
-        baseline = value if math.isnan(previous) else previous - (1 - h.baseline_decay) * (previous - value)
-        self.baseline.fill_(baseline)
-        loss = -log_prob * (reward - baseline) / h.controller_aggregate
-        params = self.net.arch_parameters()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        self._accumulated = grads if self._accumulated is None else [a + g for a, g in zip(self._accumulated, grads)]
-        self.samples += 1
-        if int(self.samples) % h.controller_aggregate == 0:
-            for p, g in zip(params, self._accumulated):
-                p.grad = g
-            if h.controller_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, h.controller_grad_clip)
+        _, baseline = self.reinforce.advantage(value)
+        if self.reinforce.accumulate(-log_prob * (reward - baseline), self.net.arch_parameters()):
             self.step_architecture()
-            self._accumulated = None
         size = len(batch["arch"]["x"])
         self.log("train/arch_reward", value, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("train/arch_baseline", baseline, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)

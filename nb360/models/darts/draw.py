@@ -7,7 +7,7 @@ from pathlib import Path
 from nb360.io import atomic_path
 from nb360.models.darts.genotype import Cell, Genotype
 
-__all__ = ["draw_genotype"]
+__all__ = ["draw_genotype", "save_figure"]
 
 
 def _draw_cell(ax, cell: Cell, concat: tuple[int, ...], title: str) -> None:
@@ -23,17 +23,34 @@ def _draw_cell(ax, cell: Cell, concat: tuple[int, ...], title: str) -> None:
         target = position // 2 + 2
         (x0, y0), (x1, y1) = positions[source], positions[target]
         rad = 0.0 if source < 2 else -0.55
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops={"arrowstyle": "->", "color": "0.35", "shrinkA": 13, "shrinkB": 13, "connectionstyle": f"arc3,rad={rad}"})
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={"arrowstyle": "->", "color": "0.35", "shrinkA": 13, "shrinkB": 13, "connectionstyle": f"arc3,rad={rad}"},
+        )
         # label at the middle of the quadratic curve (control point rad * |d| off the chord, as matplotlib's arc3)
         cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
         lx, ly = 0.25 * x0 + 0.5 * cx + 0.25 * x1, 0.25 * y0 + 0.5 * cy + 0.25 * y1
         if source < 2:  # straight edges from the inputs: label near the target, where they are apart
             lx, ly = x0 + 0.7 * (x1 - x0), y0 + 0.7 * (y1 - y0)
-        ax.text(lx, ly, op, fontsize=7, ha="center", va="center", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9})
+        ax.text(
+            lx,
+            ly,
+            op,
+            fontsize=7,
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9},
+        )
     for source in concat:
         (x0, y0), (x1, y1) = positions[source], positions[out]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.75", "ls": "--", "shrinkA": 13, "shrinkB": 13})
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={"arrowstyle": "->", "color": "0.75", "ls": "--", "shrinkA": 13, "shrinkB": 13},
+        )
     for index, (x, y) in positions.items():
         label = {0: "$c_{k-2}$", 1: "$c_{k-1}$", out: "$c_{k}$"}.get(index, str(index - 2))
         colour = "#9ecae1" if index < 2 else "#fdd0a2" if index == out else "#c7e9c0"
@@ -58,6 +75,13 @@ def draw_genotype(genotype: Genotype, path_stem: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(cells), figsize=(5.0 * len(cells), 3.8), squeeze=False)
     for ax, (cell, concat, title) in zip(axes[0], cells):
         _draw_cell(ax, cell, concat, title)
+    return save_figure(fig, path_stem)
+
+
+def save_figure(fig, path_stem: Path) -> list[Path]:
+    """Write ``fig`` (laid out tightly) to ``<stem>.png`` and ``<stem>.svg``, each atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     written = []
     for suffix in (".png", ".svg"):

@@ -18,7 +18,7 @@ from nb360.errors import UsageError
 from nb360.io import write_json
 from nb360.models.darts.ops import PRIMITIVES
 
-__all__ = ["Genotype", "Cell"]
+__all__ = ["Genotype", "Cell", "read_json_file"]
 
 Cell = tuple[tuple[str, int], ...]
 
@@ -55,9 +55,13 @@ class Genotype:
             for position, (op, index) in enumerate(cell):
                 node = position // 2
                 if op not in PRIMITIVES or op == "none":
-                    raise UsageError(f"genotype: unknown operation {op!r} in the {name} cell; choose one of: {', '.join(PRIMITIVES[1:])}")
+                    raise UsageError(
+                        f"genotype: unknown operation {op!r} in the {name} cell; choose one of: {', '.join(PRIMITIVES[1:])}"
+                    )
                 if not 0 <= index < node + 2:
-                    raise UsageError(f"genotype: node {node} of the {name} cell takes input {index}, but only states 0..{node + 1} exist")
+                    raise UsageError(
+                        f"genotype: node {node} of the {name} cell takes input {index}, but only states 0..{node + 1} exist"
+                    )
             if not concat or any(not 0 <= i < steps + 2 for i in concat):
                 raise UsageError(f"genotype: the {name} cell concatenates states {list(concat)}, outside 0..{steps + 1}")
         return self
@@ -73,7 +77,9 @@ class Genotype:
     @classmethod
     def from_dict(cls, data: Any) -> Genotype:
         if not isinstance(data, dict) or "normal" not in data or "normal_concat" not in data:
-            raise UsageError("genotype: expected an object with 'normal' and 'normal_concat' (and optionally 'reduce', 'reduce_concat')")
+            raise UsageError(
+                "genotype: expected an object with 'normal' and 'normal_concat' (and optionally 'reduce', 'reduce_concat')"
+            )
         unknown = set(data) - {"normal", "normal_concat", "reduce", "reduce_concat"}
         if unknown:
             raise UsageError(f"genotype: unknown field(s) {', '.join(sorted(unknown))}")
@@ -90,10 +96,14 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise UsageError(f"cannot read genotype file {path}: {err.strerror}") from None
-        except json.JSONDecodeError as err:
-            raise UsageError(f"genotype file {path} is not valid JSON: {err}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_file(path))
+
+
+def read_json_file(path: str | Path, what: str = "genotype") -> Any:
+    """The JSON content of an architecture file; a one-line :class:`UsageError` if it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"cannot read {what} file {path}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{what} file {path} is not valid JSON: {err}") from None
