@@ -1,0 +1,79 @@
+"""``python -m nb360.report RUNS_DIR -o OUT_DIR``: the paper's Tables 2–3 and a performance profile from a folder of runs.
+
+Writes ``table2.{md,tex,csv}``, ``table3.{md,csv}`` and ``profile.{png,csv}`` (plus ``profile.svg`` with ``--svg``).
+``--with-reference`` adds the paper's published Table 2 numbers as methods named ``"<method> (paper)"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nb360.errors import DataError, run_command
+from nb360.report.collect import collect
+from nb360.report.profiles import POINT_2D_TASKS, performance_profile, plot_profile, profile_csv
+from nb360.report.reference import PAPER_METRICS, reference_rows
+from nb360.report.tables import aggregate, table2, table3
+
+__all__ = ["main", "build_parser"]
+
+PAPER_SUFFIX = " (paper)"
+TASK_ORDER = tuple(PAPER_METRICS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nb360.report", description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=Path, help="folder searched recursively for results.json files")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--with-reference", action="store_true", help="add the paper's Table 2 numbers as '<method> (paper)'")
+    p.add_argument("--tasks", nargs="+", help="tasks to include (default: all found); 'point2d' stands for the 2-D point tasks")
+    p.add_argument("--methods", nargs="+", help="methods to include, in this order (default: all found)")
+    p.add_argument("--baseline", default="wrn", help="method the %% improvement of Table 3 is measured against")
+    p.add_argument("--svg", action="store_true", help="also write profile.svg")
+    return p
+
+
+def _report(args: argparse.Namespace) -> None:
+    if not args.runs.is_dir():
+        raise DataError(f"runs folder not found: {args.runs}")
+    rows, skipped = collect(args.runs)
+    if args.with_reference:
+        rows += reference_rows(PAPER_SUFFIX)
+    if args.tasks:
+        wanted = [t for name in args.tasks for t in (POINT_2D_TASKS if name == "point2d" else (name,))]
+        rows = [r for r in rows if r.task in wanted]
+    if args.methods:
+        rows = [r for r in rows if r.method in args.methods or r.method.removesuffix(PAPER_SUFFIX) in args.methods]
+    if not rows:
+        raise DataError(f"no results found under {args.runs}" + (f" ({skipped} search-only skipped)" if skipped else ""))
+    found = {r.task for r in rows}
+    tasks = [t for t in TASK_ORDER if t in found] + sorted(found - set(TASK_ORDER))
+    if args.tasks:
+        tasks = [t for t in wanted if t in found]
+    methods = list(dict.fromkeys(r.method for r in rows))
+    if args.methods:
+        methods = [m for name in args.methods for m in (name, name + PAPER_SUFFIX) if m in methods]
+    cells = aggregate(rows)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for fmt in ("md", "tex", "csv"):
+        (out / f"table2.{fmt}").write_text(table2(cells, fmt, methods, tasks))
+    baseline = args.baseline if any(m == args.baseline for m in methods) else args.baseline + PAPER_SUFFIX
+    for fmt in ("md", "csv"):
+        (out / f"table3.{fmt}").write_text(table3(cells, fmt, methods, tasks, baseline))
+    taus, curves = performance_profile(cells, methods, tasks)
+    (out / "profile.csv").write_text(profile_csv(taus, curves))
+    plot_profile(taus, curves, out / "profile.png", title=f"performance profile ({len(tasks)} tasks)")
+    if args.svg:
+        plot_profile(taus, curves, out / "profile.svg", title=f"performance profile ({len(tasks)} tasks)")
+    print(f"{len(rows)} results, {len(methods)} methods, {len(tasks)} tasks ({skipped} search-only skipped) -> {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _report(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
