@@ -1,6 +1,7 @@
 """``python -m nb360.report RUNS_DIR -o OUT_DIR``: the paper's Tables 2–3 and a performance profile from a folder of runs.
 
-Writes ``table2.{md,tex,csv}``, ``table3.{md,csv}`` and ``profile.{png,csv}`` (plus ``profile.svg`` with ``--svg``).
+Writes ``table2.{md,tex,csv}``, ``table3.{md,csv}``, ``profile.{png,csv}`` (plus ``profile.svg`` with ``--svg``) and
+``report.html``, a self-contained page with the tables, the profile, each run's learning curves and genotypes.
 ``--with-reference`` adds the paper's published Table 2 numbers as methods named ``"<method> (paper)"``.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from nb360.errors import DataError, run_command
 from nb360.report.collect import collect
+from nb360.report.html import write_html
 from nb360.report.profiles import POINT_2D_TASKS, performance_profile, plot_profile, profile_csv
 from nb360.report.reference import PAPER_METRICS, reference_rows
 from nb360.report.tables import aggregate, table2, table3
@@ -67,6 +69,7 @@ def _report(args: argparse.Namespace) -> None:
     plot_profile(taus, curves, out / "profile.png", title=f"performance profile ({len(tasks)} tasks)")
     if args.svg:
         plot_profile(taus, curves, out / "profile.svg", title=f"performance profile ({len(tasks)} tasks)")
+    write_html(out / "report.html", cells, methods, tasks, baseline, (out / "profile.png").read_bytes(), args.runs)
     print(f"{len(rows)} results, {len(methods)} methods, {len(tasks)} tasks ({skipped} search-only skipped) -> {out}")
 
 

@@ -191,6 +191,7 @@ def test_cli_writes_everything(tmp_path, capsys):
         "profile.png",
         "profile.csv",
         "profile.svg",
+        "report.html",
     }
     assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "table2.md").read_text()
