@@ -22,6 +22,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from nb360.errors import UsageError
+
 __all__ = ["Claims", "OptunaReport", "Heartbeat", "public_url", "rdb_storage", "requeue", "storage_url"]
 
 
@@ -174,9 +176,10 @@ def rdb_storage(url: str, heartbeat_s: float, grace_s: float) -> Any:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, **heartbeat, **{key: requeue})
-        except Exception:
+        except Exception as err:
             if attempt == 4:
-                raise
+                detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise UsageError(f"cannot open the study storage {public_url(url)}: {type(err).__name__}: {detail}") from None
             time.sleep(0.2 * (attempt + 1))
 
 
@@ -187,7 +190,10 @@ def storage_url(url: str) -> str:
 
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError for any malformed URL
+        raise UsageError(f"--hpo.storage {url!r} is not a database URL (e.g. sqlite:///hpo.db, postgresql://u@host/db)") from None
     if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
         return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     return url

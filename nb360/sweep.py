@@ -129,8 +129,17 @@ def _execute(run: Run, output_dir: Path, extra: Sequence[str], log_dir: Path) ->
         lock.release()
 
 
+def _read_config(path: str) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"sweep file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+
+
 def sweep(args: argparse.Namespace) -> list[Outcome]:
-    settings: dict[str, Any] = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    settings = _read_config(args.config) if args.config else {}
     if not isinstance(settings, dict):
         raise UsageError(f"{args.config}: a sweep file is a mapping with tasks, methods, seeds, args and task_args")
     tasks = args.tasks or settings.get("tasks")

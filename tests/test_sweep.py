@@ -71,3 +71,8 @@ def test_sweep_runs_skips_and_survives_a_failing_run(tmp_path: Path, monkeypatch
     summary = {r["task"]: r["status"] for r in json.loads((out / "sweep-0of1.json").read_text())["runs"]}
     assert summary == {"ecg": "skipped", "satellite": "running elsewhere"}
     assert main(["--tasks", "ecg", "--methods", "wrn", "--seeds", "x"]) == 2
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    (tmp_path / "corrupt.yaml").write_text("tasks: [ecg\nmethods: : :")
+    assert main(["--config", str(tmp_path / "corrupt.yaml")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors[-2].startswith("nb360: error: sweep file") and errors[-1].startswith("nb360: error:") and "YAML" in errors[-1]

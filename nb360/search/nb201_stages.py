@@ -337,5 +337,8 @@ def run_nb201_search(ctx: RunContext, space_name: str, search: Any = None) -> di
     stages = stages_for(space_name)
     if getattr(ctx.args, "benchmark", None) is None:
         return search_then_evaluate(ctx, stages, search=search)
+    from nb360.tabular.api import create
+
+    create(ctx.args.benchmark, search_space=space_name, progress=False)  # a missing or corrupt benchmark fails before the search
     lookup = lambda c, arch, t: _lookup_results(space_name, c, arch, t)  # noqa: E731
     return search_then_evaluate(ctx, stages, evaluate=lookup, search=search)

@@ -182,3 +182,13 @@ def test_ddp_darts_and_gdas_agree_across_processes(roots, tmp_path):
         search = json.loads((tmp_path / "ninapro" / method / "seed0" / "search.json").read_text())
         assert search["processes"] == 2
         TOPOLOGY.parse(search["genotype"]["arch"])
+
+
+def test_a_missing_or_corrupt_benchmark_fails_before_the_search(roots, train, tmp_path, capsys):
+    corrupt = tmp_path / "NATS-tss-v1_0-bad.pickle.pbz2"
+    corrupt.write_bytes(b"not a bz2 pickle")
+    for path, message in ((tmp_path / "missing.nb360", "does not exist"), (corrupt, "is not a readable pickle")):
+        out = tmp_path / f"runs-{path.stem}"
+        assert train(*args_for("ninapro", roots, "nb201_gdas"), f"--benchmark={path}", output_dir=out) != 0
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
+        assert not list(out.rglob("genotype.json")) and not list(out.rglob("*.ckpt"))  # no search ran

@@ -16,6 +16,7 @@ from helpers import read_results
 from lightning.pytorch.callbacks import Callback
 from pg_server import postgres_server
 
+from nb360.errors import UsageError
 from nb360.hpo import Claims, storage_url
 from nb360.search.wrn_asha import ASHA_TRIALS, HPOSettings, make_pruner, open_study, rung_epochs, suggest, trial_sampler
 
@@ -286,3 +287,10 @@ def test_two_workers_share_one_postgresql_study(ninapro, postgres_url, tmp_path)
     assert sum("retrained by another worker" in out for out in outputs) == 1
     claim = Claims(postgres_url, name, "test").get("retrain")
     assert json.loads(claim["result"])["run_dir"] == results["run_dir"]
+
+
+@pytest.mark.parametrize("url, message", [("::bad", "is not a database URL"), ("notaurl://x", "cannot open the study storage notaurl://x")])
+def test_a_bad_storage_url_is_one_line(url, message):
+    settings = HPOSettings(storage=url)
+    with pytest.raises(UsageError, match=message):
+        open_study(url, "s", settings, seed=0, lower_is_better=True)
