@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from nb360.errors import UsageError
@@ -39,11 +37,10 @@ from nb360.run import RunContext
 from nb360.search.bilevel import SearchModule
 from nb360.search.pipeline import SearchStages, add_stage_arguments, record_search, search_then_evaluate
 from nb360.search.train import TrainModule
+from nb360.search.trials import TrialLog, remove_trial_folders, train_trial
 from nb360.tasks import TaskSpec, get_task
 
 __all__ = ["DenseNASSearchModule", "DenseNASEval", "RandomSettings", "STAGES"]
-
-TRIALS_FILE = "trials.jsonl"
 
 
 def task_space(spec: TaskSpec, space: dict[str, Any] | None) -> Space:
@@ -242,63 +239,38 @@ def _sample(space: Space, spec: TaskSpec, generator: torch.Generator, max_mmacs:
 
 def _random_search(ctx: RunContext, stages: SearchStages) -> tuple[Arch, dict[str, Any]]:
     settings: RandomSettings = ctx.args.search
-    path = ctx.run_dir / TRIALS_FILE
-    if ctx.ckpt_path is None and path.is_file():
-        raise UsageError(
-            f"{ctx.run_dir} already holds a search; resume it with --ckpt_path last, or choose another --output_dir or --seed"
-        )
     if settings.trials < 1 or settings.epochs < 1:
         raise UsageError("--search.trials and --search.epochs must be at least 1")
-    done = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    log = TrialLog(ctx)
     spec = get_task(ctx.task.name)
     space = task_space(spec, settings.space)
     generator = torch.Generator().manual_seed(ctx.seed)
     lower = metric_lower_is_better(metric_class(ctx.task.metric))
     h = ctx.model.hparams
     best: tuple[float, Arch] | None = None
-    wall = sum(r["wall_s"] for r in done)
+    wall = sum(r["wall_s"] for r in log.done)
     for number in range(settings.trials):
         if settings.seconds is not None and wall >= settings.seconds:
             break
         arch = _sample(space, spec, generator, settings.max_mmacs)
-        if number < len(done):
-            if done[number]["arch"] != arch.to_dict():
-                raise UsageError(f"{path}: trial {number} differs from this search's: resume with the settings of the run")
-            score = done[number]["score"]
+        record = log.replay(number, arch=arch.to_dict())
+        if record is not None:
+            score = record["score"]
         else:
             start = time.perf_counter()
-            score = _train_trial(ctx, arch, number, settings.epochs, h)
+            module = _train_module(ctx, arch, h.lr, h.momentum, h.weight_decay, h.min_lr, schedule_epochs=settings.epochs)
+            score = train_trial(ctx, module, number, settings.epochs)
             seconds = time.perf_counter() - start
             wall += seconds
-            if rank_zero_only.rank == 0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a") as out:
-                    out.write(
-                        json.dumps({"trial": number, "arch": arch.to_dict(), "score": score, "wall_s": round(seconds, 3)}) + "\n"
-                    )
+            log.append({"trial": number, "arch": arch.to_dict(), "score": score, "wall_s": round(seconds, 3)})
             print(f"trial {number}: val {ctx.model.metric_name} = {score:.6g} ({seconds:.1f} s)", flush=True)
         if not math.isnan(score) and (best is None or (score < best[0] if lower else score > best[0])):
             best = (score, arch)
     if best is None:
         raise UsageError("the random search produced no finite validation score")
-    shutil.rmtree(ctx.run_dir / "trials", ignore_errors=True)
-    extra = {"trials": sum(1 for _ in path.read_text().splitlines()) if path.is_file() else 0, "trial_epochs": settings.epochs}
+    remove_trial_folders(ctx)
+    extra = {"trials": len(log), "trial_epochs": settings.epochs}
     return best[1], record_search(ctx, stages, best[1], float(best[0]), wall, extra)
-
-
-def _train_trial(ctx: RunContext, arch: Arch, number: int, epochs: int, h: Any) -> float:
-    module = _train_module(ctx, arch, h.lr, h.momentum, h.weight_decay, h.min_lr, schedule_epochs=epochs)
-    stage = f"trials/{number:05d}"
-    pl.seed_everything(ctx.seed * 100_003 + number, verbose=False)
-    trainer = ctx.trainer(
-        datamodule=ctx.datamodule, stage=stage, model=module, max_epochs=epochs, check_val_every_n_epoch=epochs,
-        logger=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(stage))
-    value = trainer.callback_metrics.get(f"val/{module.metric_name}")
-    if value is None:
-        raise UsageError(f"trial {number} produced no validation {module.metric_name}: the search split needs a validation set")
-    return float(value)
 
 
 def _random_defaults(spec: TaskSpec) -> dict[str, Any]:

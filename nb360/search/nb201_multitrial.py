@@ -17,17 +17,11 @@ deterministic given the seed) and resumes the interrupted trial from its checkpo
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_only
 
 from nb360.errors import UsageError
 from nb360.methods import Method, register_method
@@ -37,11 +31,11 @@ from nb360.search.multitrial import ALGORITHMS, Evaluation, History, make_rng, p
 from nb360.search.nb201_stages import add_nb201_arguments, eval_defaults, run_nb201_search
 from nb360.search.pipeline import SearchStages, record_search
 from nb360.search.train import TrainModule
+from nb360.search.trials import TrialLog, remove_trial_folders, train_trial
 from nb360.tasks import TaskSpec
 
-__all__ = ["SearchSettings", "TrainingEvaluator", "TRIALS_FILE"]
+__all__ = ["SearchSettings", "TrainingEvaluator"]
 
-TRIALS_FILE = "trials.jsonl"
 TRAIN_ARGUMENTS = set(inspect.signature(TrainModule).parameters)
 RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 
@@ -83,8 +77,7 @@ class TrainingEvaluator:
         self.max_budget = settings.epochs
         self.metric = ctx.model.metric_name
         self.lower_is_better = metric_lower_is_better(metric_class(ctx.task.metric))
-        self.path = ctx.run_dir / TRIALS_FILE
-        self.done = [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.is_file() else []
+        self.log = TrialLog(ctx)
         self.count = 0
         self.wall_s = 0.0
 
@@ -95,22 +88,15 @@ class TrainingEvaluator:
         epochs = int(budget or self.max_budget)
         arch_string = self.to_string(arch)
         number, self.count = self.count, self.count + 1
-        if number < len(self.done):
-            record = self.done[number]
-            if (record["arch"], record["epochs"]) != (arch_string, epochs):
-                raise UsageError(
-                    f"{self.path}: trial {number} was {record['arch']} for {record['epochs']} epochs, this search asks for "
-                    f"{arch_string} for {epochs}: resume with the settings of the run"
-                )
+        record = self.log.replay(number, arch=arch_string, epochs=epochs)
+        if record is not None:
             return Evaluation(record["score"], record["cost"])
         start = time.perf_counter()
         score = self._train(arch_string, epochs, number)
         wall = time.perf_counter() - start
         cost = {"epochs": float(epochs), "trials": 1.0, "seconds": wall}[self.settings.budget_unit]
         record = {"trial": number, "arch": arch_string, "epochs": epochs, "score": score, "cost": cost, "wall_s": round(wall, 3)}
-        if rank_zero_only.rank == 0:
-            with self.path.open("a") as out:
-                out.write(json.dumps(record) + "\n")
+        self.log.append(record)
         self.wall_s += wall
         print(f"trial {number}: {arch_string} x {epochs} epochs: val {self.metric} = {score:.6g} ({wall:.1f} s)", flush=True)
         return Evaluation(score, cost)
@@ -126,36 +112,11 @@ class TrainingEvaluator:
         network = "nats_sss" if settings.space == "nats_sss" else "nb201"
         arguments = {k: v for k, v in h.items() if k in TRAIN_ARGUMENTS}
         module = TrainModule(**{**arguments, "network": network, "network_options": options, "schedule_epochs": self.max_budget})
-        stage = f"trials/{number:05d}"
-        resume = ctx.resume_path(stage)
-        pl.seed_everything(ctx.seed * 100_003 + number, verbose=False)
-        trainer = ctx.trainer(
-            datamodule=ctx.datamodule,
-            stage=stage,
-            model=module,
-            max_epochs=epochs,
-            check_val_every_n_epoch=epochs,  # the score is the validation metric after the last epoch
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=resume)
-        value = trainer.callback_metrics.get(f"val/{module.metric_name}")
-        if value is None:
-            raise UsageError(
-                f"trial {number} produced no validation {module.metric_name}: the search split needs a validation set"
-            )
-        if trainer.is_global_zero:
-            shutil.rmtree(ctx.stage_dir(stage), ignore_errors=True)  # a finished trial lives on in trials.jsonl
-        return float(value)
+        return train_trial(ctx, module, number, epochs)
 
 
 def _search(ctx: RunContext, stages: SearchStages) -> tuple[str, dict[str, Any]]:
     settings: SearchSettings = ctx.args.search
-    if ctx.ckpt_path is None and (ctx.run_dir / TRIALS_FILE).is_file():
-        raise UsageError(
-            f"{ctx.run_dir} already holds a search; resume it with --ckpt_path last, or choose another --output_dir or --seed"
-        )
     if settings.epochs < 1 or not 1 <= settings.min_epochs <= settings.epochs:
         raise UsageError(
             f"--search.epochs {settings.epochs} and --search.min_epochs {settings.min_epochs}: need 1 <= min_epochs <= epochs"
@@ -173,8 +134,7 @@ def _search(ctx: RunContext, stages: SearchStages) -> tuple[str, dict[str, Any]]
     if unknown := sorted(set(options) - accepted):
         raise UsageError(f"--search.options: {algo} has no option {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
     history: History = ALGORITHMS[algo](codes, evaluator, settings.budget, make_rng(ctx.seed), **options)
-    with contextlib.suppress(OSError):
-        (ctx.run_dir / "trials").rmdir()  # empty once every trial finished
+    remove_trial_folders(ctx)
     arch = codes.to_string(history.best_arch)
     best = history.scores[history.best[-1]]
     extra = {"trials": len(history), "budget": settings.budget, "budget_unit": settings.budget_unit, "budget_used": history.total}

@@ -244,11 +244,12 @@ def test_random_search_retrains_the_best_by_validation_metric(fixture_roots, tra
 
     scores = {}
 
-    def fake_trial(ctx, arch, number, epochs, h):
+    def fake_trial(ctx, module, number, epochs):
+        arch = Arch.from_dict(module.hparams.network_options["arch"])
         scores[number] = (float(sum(c * (n + 1) for c, _, n in arch.blocks) % 7), arch.to_dict())
         return scores[number][0]  # cifar100 scores error: lower is better
 
-    monkeypatch.setattr(method, "_train_trial", fake_trial)
+    monkeypatch.setattr(method, "train_trial", fake_trial)
     root, options = fixture_roots["cifar100"]
     args = ["--task", "cifar100", f"--data.root={root}", *[f"--data.{k}={v}" for k, v in options.items()]]
     assert train(*args, "--method", "densenas_random", f"--search.space={SPACE_ARG}", "--search.trials=6", "--eval_epochs=1") == 0
