@@ -38,6 +38,8 @@ from nb360.tasks import TaskSpec
 __all__ = ["RunContext", "ResumableCSVLogger", "versions", "run_directory"]
 
 LOGGERS = ("csv", "tensorboard", "wandb")
+# the fields of results.json copied into a W&B run summary as result/<key> (read back by nb360.report --wandb)
+WANDB_RESULT_KEYS = ("task", "method", "seed", "metric", "value", "lower_is_better", "split", "params", "wall_time_s")
 
 
 def run_directory(output_dir: str | Path, task: str, method: str, seed: int, stage: str | None = None) -> Path:
@@ -300,7 +302,7 @@ class RunContext:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 run = logger.experiment
-                run.summary.update({"result/value": results["value"], "result/metric": results["metric"], "result/split": results["split"]})
+                run.summary.update({f"result/{key}": results[key] for key in WANDB_RESULT_KEYS if results.get(key) is not None})
                 run.finish()
 
 

@@ -124,7 +124,7 @@ def test_wandb_logging_offline(train, tmp_path, darcy_root):
     run_dir = tmp_path / "runs" / "darcy" / "wrn" / "seed0"
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     content = log.read_bytes()
-    for needle in (b"test/relative_l2", b"train/loss", b"darcy-wrn-seed0", b'"lr":0.001'):
+    for needle in (b"test/relative_l2", b"train/loss", b"darcy-wrn-seed0", b'"lr":0.001', b"result/method", b"result/lower_is_better"):
         assert needle in content
     assert read_results(run_dir)["value"] > 0
 

@@ -1,4 +1,7 @@
-"""``python -m nb360.report RUNS_DIR -o OUT_DIR``: the paper's Tables 2–3 and a performance profile from a folder of runs.
+"""``python -m nb360.report [RUNS_DIR] [--wandb PROJECT] -o OUT_DIR``: the paper's Tables 2–3 and a performance profile.
+
+Results come from the ``results.json`` files under RUNS_DIR, from the runs of a W&B project (``--wandb
+entity/project``, through W&B's public API: needs network access and a login), or from both.
 
 Writes ``table2.{md,tex,csv}``, ``table3.{md,csv}``, ``profile.{png,csv}`` (plus ``profile.svg`` with ``--svg``) and
 ``report.html``, a self-contained page with the tables, the profile, each run's learning curves and genotypes.
@@ -11,12 +14,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from nb360.errors import DataError, run_command
+from nb360.errors import DataError, UsageError, run_command
+from nb360.io import atomic_open
 from nb360.report.collect import collect
 from nb360.report.html import write_html
 from nb360.report.profiles import POINT_2D_TASKS, performance_profile, plot_profile, profile_csv
 from nb360.report.reference import PAPER_METRICS, reference_rows
 from nb360.report.tables import aggregate, table2, table3
+from nb360.report.wandb_runs import collect_wandb
 
 __all__ = ["main", "build_parser"]
 
@@ -26,7 +31,8 @@ TASK_ORDER = tuple(PAPER_METRICS)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nb360.report", description=__doc__.splitlines()[0])
-    p.add_argument("runs", type=Path, help="folder searched recursively for results.json files")
+    p.add_argument("runs", type=Path, nargs="?", help="folder searched recursively for results.json files")
+    p.add_argument("--wandb", metavar="PROJECT", help="also read the finished runs of this W&B project (entity/project)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--with-reference", action="store_true", help="add the paper's Table 2 numbers as '<method> (paper)'")
     p.add_argument("--tasks", nargs="+", help="tasks to include (default: all found); 'point2d' stands for the 2-D point tasks")
@@ -36,10 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write(path: Path, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _report(args: argparse.Namespace) -> None:
-    if not args.runs.is_dir():
-        raise DataError(f"runs folder not found: {args.runs}")
-    rows, skipped = collect(args.runs)
+    if args.runs is None and args.wandb is None:
+        raise UsageError("give a runs folder, a W&B project (--wandb entity/project), or both")
+    rows, skipped = [], 0
+    if args.runs is not None:
+        if not args.runs.is_dir():
+            raise DataError(f"runs folder not found: {args.runs}")
+        rows, skipped = collect(args.runs)
+    if args.wandb is not None:
+        wandb_rows, wandb_skipped = collect_wandb(args.wandb)
+        rows, skipped = rows + wandb_rows, skipped + wandb_skipped
     if args.with_reference:
         rows += reference_rows(PAPER_SUFFIX)
     if args.tasks:
@@ -48,7 +66,8 @@ def _report(args: argparse.Namespace) -> None:
     if args.methods:
         rows = [r for r in rows if r.method in args.methods or r.method.removesuffix(PAPER_SUFFIX) in args.methods]
     if not rows:
-        raise DataError(f"no results found under {args.runs}" + (f" ({skipped} search-only skipped)" if skipped else ""))
+        where = " and ".join(str(s) for s in (args.runs, args.wandb and f"W&B project {args.wandb}") if s)
+        raise DataError(f"no results found in {where}" + (f" ({skipped} search-only skipped)" if skipped else ""))
     found = {r.task for r in rows}
     tasks = [t for t in TASK_ORDER if t in found] + sorted(found - set(TASK_ORDER))
     if args.tasks:
@@ -60,12 +79,12 @@ def _report(args: argparse.Namespace) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     for fmt in ("md", "tex", "csv"):
-        (out / f"table2.{fmt}").write_text(table2(cells, fmt, methods, tasks))
+        _write(out / f"table2.{fmt}", table2(cells, fmt, methods, tasks))
     baseline = args.baseline if any(m == args.baseline for m in methods) else args.baseline + PAPER_SUFFIX
     for fmt in ("md", "csv"):
-        (out / f"table3.{fmt}").write_text(table3(cells, fmt, methods, tasks, baseline))
+        _write(out / f"table3.{fmt}", table3(cells, fmt, methods, tasks, baseline))
     taus, curves = performance_profile(cells, methods, tasks)
-    (out / "profile.csv").write_text(profile_csv(taus, curves))
+    _write(out / "profile.csv", profile_csv(taus, curves))
     plot_profile(taus, curves, out / "profile.png", title=f"performance profile ({len(tasks)} tasks)")
     if args.svg:
         plot_profile(taus, curves, out / "profile.svg", title=f"performance profile ({len(tasks)} tasks)")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from nb360.io import atomic_open
 from nb360.report.tables import NA, Cell, _best, _digits, format_value, improvement_over, median_ranks
 
 __all__ = ["write_html", "render_html", "read_curves", "plot_curves", "run_dirs", "png_data_uri"]
@@ -237,5 +238,6 @@ def render_html(
 def write_html(path: str | Path, *args, **kwargs) -> Path:
     """Write :func:`render_html`'s page to ``path``."""
     path = Path(path)
-    path.write_text(render_html(*args, **kwargs), encoding="utf-8")
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(render_html(*args, **kwargs))
     return path

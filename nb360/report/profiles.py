@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from nb360.io import atomic_path
 from nb360.report.tables import Cell, _order
 
 __all__ = ["POINT_2D_TASKS", "ratios", "performance_profile", "profile_csv", "plot_profile"]
@@ -100,6 +101,7 @@ def plot_profile(taus: list[float], curves: dict[str, list[float]], path: str | 
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
