@@ -117,7 +117,16 @@ def _resolve(argv: list[str], config_dir: Path) -> tuple[Any, Any, list[str]]:
 def _build_cli_class() -> type:
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from nb360.run import LOGGERS, RunContext, cuda_precision_default, run_directory
+    from nb360.accelerators import (
+        COMPILE_MODES,
+        ChannelsLast,
+        Compile,
+        benchmark_default,
+        count_devices,
+        per_device_batch_size,
+        precision_default,
+    )
+    from nb360.run import LOGGERS, RunContext, run_directory
 
     class NB360CLI(LightningCLI):
         """LightningCLI that builds one module and one DataModule, then hands them to a method's stages."""
@@ -130,7 +139,7 @@ def _build_cli_class() -> type:
                 model_class=method.module,
                 datamodule_class=spec.require_datamodule(),
                 save_config_callback=None,
-                trainer_defaults={"max_epochs": spec.reference.epochs, "precision": cuda_precision_default()},
+                trainer_defaults={"max_epochs": spec.reference.epochs, "precision": precision_default()},
                 seed_everything_default=0,
                 parser_kwargs={
                     "prog": "train.py",
@@ -151,6 +160,15 @@ def _build_cli_class() -> type:
             parser.add_argument("--wandb_project", type=str, default="nb360", help="W&B project (with --logger wandb)")
             parser.add_argument("--ckpt_path", type=str | None, default=None, help="'last' or a checkpoint file to resume from")
             parser.add_argument("--plugins", type=str | None, default=None, help="comma-separated modules to import first")
+            parser.add_argument("--channels_last", type=bool, default=True, help="2-D convnets in channels-last format (CUDA)")
+            parser.add_argument("--compile", type=bool, default=False, help="torch.compile the network (eager if it fails)")
+            parser.add_argument("--compile_mode", type=Literal[COMPILE_MODES], default="default", help="torch.compile mode")
+            parser.add_argument(
+                "--global_batch_size",
+                type=int | None,
+                default=None,
+                help="batch size summed over devices, nodes and accumulated batches: sets --data.batch_size per device",
+            )
             if self.method.add_arguments is not None:
                 self.method.add_arguments(parser)
             ref = self.spec.reference
@@ -174,6 +192,20 @@ def _build_cli_class() -> type:
             if on_cpu and str(trainer.precision) in _MIXED:
                 print(f"nb360: no CUDA device: training in fp32 instead of {trainer.precision}", file=sys.stderr)
                 trainer.precision = "32-true"
+            if on_cpu and trainer.sync_batchnorm:  # torch's SyncBatchNorm runs on CUDA only
+                print("nb360: no CUDA device: batch norm statistics stay per process (sync_batchnorm off)", file=sys.stderr)
+                trainer.sync_batchnorm = False
+            if trainer.benchmark is None:  # Lightning's flag for torch.backends.cudnn.benchmark: on for CUDA runs
+                trainer.benchmark = benchmark_default(cuda=not on_cpu, deterministic=trainer.deterministic)
+            if config.global_batch_size is not None:
+                devices = count_devices(trainer.devices, "cpu" if on_cpu else trainer.accelerator)
+                accumulate = int(trainer.accumulate_grad_batches or 1)
+                try:
+                    config.data.batch_size = per_device_batch_size(
+                        config.global_batch_size, devices, int(trainer.num_nodes), accumulate
+                    )
+                except ValueError as err:
+                    raise UsageError(str(err)) from None
             self.run_dir = run_directory(config.output_dir, self.spec.name, self.method.name, config.seed_everything)
 
         def instantiate_classes(self) -> None:
@@ -184,6 +216,10 @@ def _build_cli_class() -> type:
         def context(self) -> RunContext:
             config_yaml = self.parser.dump(self.config, skip_none=False)
             trainer_kwargs = dict(vars(self.config_init.trainer))
+            accelerators = [ChannelsLast(self.config.channels_last)]
+            if self.config.compile:
+                accelerators.append(Compile(self.config.compile_mode))
+            trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), *accelerators]
             return RunContext(
                 task=self.spec,
                 method=self.method.name,

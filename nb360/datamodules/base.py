@@ -25,12 +25,21 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from nb360.accelerators import auto_num_workers
 from nb360.datamodules.archives import extract
 from nb360.datamodules.sources import NB360_DRIVE_FOLDER, RemoteFile, SourceName, Sources, checksum_path, fetch_files, verify_file
 from nb360.errors import DataError
 from nb360.tasks import TaskSpec, get_task
 
-__all__ = ["TensorDictDataset", "EpochShuffle", "TaskDataModule", "default_root", "run_seed", "loader_generator"]
+__all__ = [
+    "TensorDictDataset",
+    "EpochShuffle",
+    "DistributedEpochShuffle",
+    "TaskDataModule",
+    "default_root",
+    "run_seed",
+    "loader_generator",
+]
 
 Split = Literal["search", "final"]
 
@@ -103,6 +112,32 @@ class EpochShuffle(Sampler[int]):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
+class DistributedEpochShuffle(DistributedSampler):
+    """Under DDP: the one-process :class:`EpochShuffle` order, dealt out to the processes in turn.
+
+    Process ``r`` of ``N`` takes positions ``r, r + N, r + 2N, ...`` of the order (padded, as
+    ``DistributedSampler`` pads, by repeating its start up to a multiple of ``N``). With a per-process
+    batch of ``B / N``, global batch ``b`` (all processes' ``b``-th batches) then holds exactly the
+    samples of batch ``b`` of a one-process run with batch ``B``: the same global batches, whatever
+    the number of processes, so that DDP reproduces a one-process run up to float rounding.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.order = EpochShuffle(len(dataset), seed)  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.order.set_epoch(epoch)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        indices = list(self.order)
+        padding = self.total_size - len(indices)
+        if padding > 0:
+            indices += (indices * (padding // len(indices) + 1))[:padding]
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
 class TaskDataModule(pl.LightningDataModule):
     """Base of the task DataModules. Subclasses set ``task``/``files`` and implement :meth:`load`.
 
@@ -111,7 +146,9 @@ class TaskDataModule(pl.LightningDataModule):
         split: ``"search"`` (train -> validation) or ``"final"`` (train + validation -> test).
         batch_size: training batch size (default: the task's reference).
         eval_batch_size: evaluation batch size (default: the task's reference, else ``batch_size``).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes per process, or ``auto``: none when the run trains on CPU
+            (the batches are gathered from in-memory tensors, and worker processes only add overhead), else
+            ``min(4, (cpus - 1) / processes on the node)``. Memory is pinned when the run trains on CUDA.
         source: where missing files come from: ``auto`` (S3, then https, then Google Drive), ``local``,
             ``s3``, ``https`` or ``gdrive``.
         s3_bucket, s3_endpoint, https_base, gdrive_folder: the S3 bucket, an alternative S3 endpoint,
@@ -127,7 +164,7 @@ class TaskDataModule(pl.LightningDataModule):
         split: Split = "final",
         batch_size: int | None = None,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | Literal["auto"] = "auto",
         source: SourceName = "auto",
         s3_bucket: str = "pde-xd",
         s3_endpoint: str | None = None,
@@ -150,6 +187,29 @@ class TaskDataModule(pl.LightningDataModule):
     @property
     def spec(self) -> TaskSpec:
         return get_task(self.task)
+
+    @property
+    def num_workers(self) -> int:
+        """The DataLoader workers of this run: the ``num_workers`` option, ``auto`` resolved for the attached Trainer's device."""
+        if self._num_workers != "auto":
+            return int(self._num_workers)
+        return auto_num_workers(self._on_cuda(), getattr(self._trainer_or_none(), "num_devices", 1))
+
+    @num_workers.setter
+    def num_workers(self, value: int | str) -> None:
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise DataError(f"num_workers must be 'auto' or a non-negative integer, got {value!r}")
+        self._num_workers = value
+
+    def _trainer_or_none(self) -> Any:
+        return getattr(self, "trainer", None)
+
+    def _on_cuda(self) -> bool:
+        """Whether the attached Trainer trains on CUDA (without a Trainer: whether CUDA is available)."""
+        trainer = self._trainer_or_none()
+        if trainer is None:
+            return torch.cuda.is_available()
+        return trainer.strategy.root_device.type == "cuda"
 
     # ----------------------------------------------------------------- data files
     def required_files(self) -> tuple[RemoteFile, ...]:
@@ -229,25 +289,28 @@ class TaskDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _sampler(dataset: Dataset, train: bool) -> Sampler[int] | None:
-        """Training: an order fixed by (seed, epoch). Evaluation under DDP: each sample on exactly one process."""
+        """Training: an order fixed by (seed, epoch), the same global batches under DDP. Evaluation under DDP:
+        each sample on exactly one process."""
         seed = run_seed()
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return EpochShuffle(len(dataset), seed) if train else None
         if train:
-            return DistributedSampler(dataset, shuffle=True, seed=seed)
+            return DistributedEpochShuffle(dataset, seed)
         return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         dataset = self.datasets[part]
         batched = isinstance(dataset, TensorDictDataset)
+        workers = self.num_workers
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=self._sampler(dataset, train),
             generator=loader_generator() if train else None,
             drop_last=train and self.drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self._on_cuda(),
             collate_fn=_passthrough if batched else None,
         )
 

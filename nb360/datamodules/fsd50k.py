@@ -11,15 +11,20 @@ noise wavs ``noise_22050/*.wav``. One training sample is one random chunk of a c
 Evaluation scores every chunk of every clip and averages the logits over a clip's
 chunks (the ``one_minus_map`` metric, through the ``clip`` key). Search split:
 ``tr`` -> ``val``; final split: ``tr`` -> ``eval`` (val is never merged into training).
-Features are computed on the fly from the wav files, one chunk per item.
+The log-mel features of every chunk do not depend on the epoch (the augmentations come
+after them), so they are computed once and cached in ``.npy`` files next to the manifests
+(``chunks/features_<part>_<key>.npy``, memory-mapped when read, ``--data.feature_cache``);
+the train-time augmentations then run on the cached tensors.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
+import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +40,9 @@ from torch.utils.data import Dataset
 from nb360.datamodules.base import TaskDataModule
 from nb360.datamodules.fsd50k_features import (
     CHUNK_SAMPLES,
+    FEATURE_PARAMS,
     FRAMES,
+    N_MELS,
     SAMPLE_RATE,
     BackgroundMix,
     LogMel,
@@ -45,7 +52,7 @@ from nb360.datamodules.fsd50k_features import (
 )
 from nb360.datamodules.sources import RemoteFile
 from nb360.errors import DataError
-from nb360.io import atomic_open
+from nb360.io import atomic_open, atomic_path
 from nb360.tasks import Reference, TaskSpec, register_task
 
 __all__ = [
@@ -57,6 +64,8 @@ __all__ = [
     "TrainClips",
     "EvalChunks",
     "ARCHIVE",
+    "feature_cache_path",
+    "cached_features",
 ]
 
 ARCHIVE = "audio.zip"
@@ -224,19 +233,74 @@ def noise_features(folder: Path) -> list[Tensor]:
     return [logmel(torch.from_numpy(read_wav(f))) for f in files]
 
 
-class _ChunkFeatures(Dataset):
-    """Shared by the training and evaluation datasets: a chunk's wav -> its (96, frames) log-mel features."""
+def chunk_features(path: str, logmel: LogMel) -> Tensor:
+    """One chunk's wav -> its ``(96, 101)`` log-mel features."""
+    audio = read_wav(path)
+    if audio.size > CHUNK_SAMPLES:
+        raise DataError(f"{path}: {audio.size} samples, expected a 1-s chunk of at most {CHUNK_SAMPLES}")
+    return logmel(torch.from_numpy(audio))
 
-    def __init__(self, manifest: Manifest) -> None:
+
+def feature_cache_path(manifest: Manifest, folder: Path, part: str, params: Mapping[str, Any] | None = None) -> Path:
+    """``folder/features_<part>_<key>.npy``: ``key`` hashes the feature parameters and every chunk's wav (path, size, mtime).
+
+    A changed parameter, a rewritten, added, removed or reordered wav gives another key, hence a fresh cache.
+    (The wav files' sizes and modification times stand for their checksums: hashing every wav at each
+    start would cost as much as computing the features.)
+    """
+    digest = hashlib.sha256(json.dumps(dict(FEATURE_PARAMS if params is None else params), sort_keys=True).encode())
+    for raw in manifest.paths:
+        stat = os.stat(raw)
+        digest.update(raw + b"\0" + f"{stat.st_size}:{stat.st_mtime_ns}".encode() + b"\0")
+    return folder / f"features_{part}_{digest.hexdigest()[:16]}.npy"
+
+
+def cached_features(manifest: Manifest, folder: Path, part: str) -> np.ndarray | None:
+    """The features of every chunk of ``manifest``, ``(chunks, 96, 101)`` float32, memory-mapped from their cache.
+
+    A missing or stale cache is (re)computed chunk by chunk, exactly as the datasets compute a chunk on the fly,
+    written to a temporary file and renamed into place (so a half-written cache never looks complete);
+    older caches of the same part are removed. Where the folder is not writable: ``None``, after one note.
+    """
+    path = feature_cache_path(manifest, folder, part)
+    expected = (len(manifest.paths), N_MELS, FRAMES)
+    if path.is_file():
+        try:
+            cache = np.load(path, mmap_mode="r", allow_pickle=False)
+            if cache.shape == expected and cache.dtype == np.float32:
+                return cache
+        except (OSError, ValueError):
+            pass  # unreadable: computed again below
+    logmel = LogMel()
+    try:
+        with atomic_path(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=expected)
+            for chunk, raw in enumerate(manifest.paths):
+                out[chunk] = chunk_features(os.fsdecode(raw), logmel).numpy()
+            out.flush()
+            del out
+    except OSError as err:
+        reason = err.strerror or str(err)
+        print(f"nb360: cannot write the FSD50K feature cache {path} ({reason}): features computed on the fly", file=sys.stderr)
+        return None
+    for old in folder.glob(f"features_{part}_*.npy"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+class _ChunkFeatures(Dataset):
+    """Shared by the training and evaluation datasets: a chunk's (96, frames) log-mel features, from the cache or its wav."""
+
+    def __init__(self, manifest: Manifest, cache: np.ndarray | None = None) -> None:
         self.manifest = manifest
+        self.cache = cache
         self.logmel = LogMel()
 
     def features(self, chunk: int) -> Tensor:
-        path = os.fsdecode(self.manifest.paths[chunk])
-        audio = read_wav(path)
-        if audio.size > CHUNK_SAMPLES:
-            raise DataError(f"{path}: {audio.size} samples, expected a 1-s chunk of at most {CHUNK_SAMPLES}")
-        return self.logmel(torch.from_numpy(audio))
+        if self.cache is not None:
+            return torch.from_numpy(np.array(self.cache[chunk]))
+        return chunk_features(os.fsdecode(self.manifest.paths[chunk]), self.logmel)
 
     def target(self, clip: int) -> Tensor:
         return torch.from_numpy(self.manifest.targets[clip].astype(np.float32))
@@ -251,8 +315,9 @@ class TrainClips(_ChunkFeatures):
         noises: Sequence[Tensor],
         augment: TrainAugment = TrainAugment(),
         mix: BackgroundMix = BackgroundMix(),
+        cache: np.ndarray | None = None,
     ) -> None:
-        super().__init__(manifest)
+        super().__init__(manifest, cache)
         self.noises, self.augment, self.mix = list(noises), augment, mix
 
     def __len__(self) -> int:
@@ -267,8 +332,8 @@ class TrainClips(_ChunkFeatures):
 class EvalChunks(_ChunkFeatures):
     """One item per chunk of every clip, constant-padded to 101 frames, never cropped or augmented."""
 
-    def __init__(self, manifest: Manifest) -> None:
-        super().__init__(manifest)
+    def __init__(self, manifest: Manifest, cache: np.ndarray | None = None) -> None:
+        super().__init__(manifest, cache)
         self.chunk_clip = manifest.chunk_clip
 
     def __len__(self) -> int:
@@ -281,7 +346,7 @@ class EvalChunks(_ChunkFeatures):
 
 
 class FSD50KDataModule(TaskDataModule):
-    """FSD50K chunks from the reference ``audio.zip``, with on-the-fly log-mel features.
+    """FSD50K chunks from the reference ``audio.zip``, with log-mel features computed once (cached) or on the fly.
 
     The archive is unpacked into the data root. Its folders ``chunks/`` and
     ``noise_22050/`` are looked for under ``<root>/data`` and then ``<root>``. A wav path
@@ -291,15 +356,24 @@ class FSD50KDataModule(TaskDataModule):
 
     Args:
         drop_last: drop the last incomplete training batch, as the reference's train loader does.
+        feature_cache: compute every chunk's log-mel features once, into ``chunks/features_<part>_<key>.npy``
+            (about as large as the wavs: 38.8 kB a chunk), instead of at every epoch; ``false``: on the fly.
         **kwargs: the common options of :class:`~nb360.datamodules.base.TaskDataModule`.
     """
 
     task = "fsd50k"
     files = (RemoteFile(ARCHIVE, s3_key=f"audio/{ARCHIVE}", unpack=True),)
 
-    def __init__(self, drop_last: bool = True, **kwargs: Any) -> None:
+    def __init__(self, drop_last: bool = True, feature_cache: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.drop_last = drop_last
+        self.feature_cache = feature_cache
+
+    def prepare_data(self) -> None:
+        """Fetch and unpack the archive, then (rank 0 only, before the other processes set up) fill the feature caches."""
+        super().prepare_data()
+        if self.feature_cache:
+            self.load()
 
     def data_dir(self) -> Path:
         """The folder that holds ``chunks/`` and ``noise_22050/`` after unpacking."""
@@ -318,13 +392,15 @@ class FSD50KDataModule(TaskDataModule):
         label_map = read_label_map(chunks / LABEL_MAP, self.spec.num_outputs)
         bases = list(dict.fromkeys([self.root, folder, chunks]))
 
-        def manifest(part: str) -> Manifest:
-            return read_manifest(chunks / f"{part}.csv", label_map, bases)
+        def manifest(part: str) -> tuple[Manifest, np.ndarray | None]:
+            read = read_manifest(chunks / f"{part}.csv", label_map, bases)
+            return read, cached_features(read, chunks, part) if self.feature_cache else None
 
-        train = TrainClips(manifest("tr"), noise_features(folder / NOISE_DIR))
+        train_manifest, train_cache = manifest("tr")
+        train = TrainClips(train_manifest, noise_features(folder / NOISE_DIR), cache=train_cache)
         if self.split == "search":
-            return {"train": train, "val": EvalChunks(manifest("val"))}
-        return {"train": train, "test": EvalChunks(manifest("eval"))}
+            return {"train": train, "val": EvalChunks(*manifest("val"))}
+        return {"train": train, "test": EvalChunks(*manifest("eval"))}
 
     def describe_file(self, path: Path) -> str:
         try:

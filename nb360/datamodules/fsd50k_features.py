@@ -37,6 +37,7 @@ __all__ = [
     "CHUNK_SAMPLES",
     "FRAMES",
     "N_MELS",
+    "FEATURE_PARAMS",
     "hz_to_mel",
     "mel_to_hz",
     "mel_filterbank",
@@ -59,6 +60,20 @@ FRAMES = 1 + CHUNK_SAMPLES // HOP_LENGTH  # 101 centred frames per chunk
 AMIN = 1e-10  # librosa.power_to_db defaults
 TOP_DB = 80.0
 DB_OFFSET = 75.0  # the reference's AudioParser adds top_db / 2 with its own top_db = 150
+# everything :class:`LogMel` computes from; a cache of features is valid only for these values
+# (``version`` changes with the computation itself)
+FEATURE_PARAMS = {
+    "version": 1,
+    "sample_rate": SAMPLE_RATE,
+    "chunk_samples": CHUNK_SAMPLES,
+    "n_fft": N_FFT,
+    "win_length": WIN_LENGTH,
+    "hop_length": HOP_LENGTH,
+    "n_mels": N_MELS,
+    "amin": AMIN,
+    "top_db": TOP_DB,
+    "db_offset": DB_OFFSET,
+}
 
 
 def hz_to_mel(freq: np.ndarray | float) -> np.ndarray | float:

@@ -435,12 +435,81 @@ def test_wrong_sample_rate_or_long_chunk_fails_when_read(copy):
     rows = read_csv(copy / "data/chunks/eval.csv")
     write_wav(copy / rows[0]["files"], np.zeros(SR, np.int16), rate=44100)
     write_wav(copy / rows[-1]["files"], np.zeros(SR + 1, np.int16))
-    test = datasets(copy)["test"]
+    test = datasets(copy, feature_cache=False)["test"]
     paths = [p.decode() for p in test.manifest.paths]
     for name, words in ((rows[0]["files"], "44100 Hz"), (rows[-1]["files"], "at most 22050")):
         with pytest.raises(DataError) as excinfo:
             test[paths.index(str(copy / name))]
         one_line_error(excinfo, name, words)
+    with pytest.raises(DataError) as excinfo:  # with the feature cache: when the cache is filled
+        datasets(copy)
+    order = {words: paths.index(str(copy / rows[i]["files"])) for i, words in ((0, "44100 Hz"), (-1, "at most"))}
+    first_bad = (0, min(order, key=order.get))
+    one_line_error(excinfo, first_bad[1])
+    assert not list((copy / "data/chunks").glob("*.tmp"))  # nothing half-written is left
+
+
+# ---------------------------------------------------------------- feature cache
+def test_cached_features_are_the_on_the_fly_features(copy, monkeypatch):
+    cached, fresh = datasets(copy, "search"), datasets(copy, "search", feature_cache=False)
+    chunks = copy / "data/chunks"
+    assert len(list(chunks.glob("features_tr_*.npy"))) == 1 and len(list(chunks.glob("features_val_*.npy"))) == 1
+    assert isinstance(cached["val"].cache, np.memmap) and fresh["val"].cache is None
+    for i in range(len(cached["val"])):
+        a, b = cached["val"][i], fresh["val"][i]
+        assert all(torch.equal(a[k], b[k]) for k in ("x", "y", "clip"))
+    for i in range(len(cached["train"].manifest.paths)):
+        assert torch.equal(cached["train"].features(i), fresh["train"].features(i))
+    for dataset in (cached["train"], fresh["train"]):  # the augmentations on the cached tensors draw the same
+        torch.manual_seed(3)
+        dataset.drawn = [dataset[i]["x"] for i in range(len(dataset))]
+    assert all(torch.equal(a, b) for a, b in zip(cached["train"].drawn, fresh["train"].drawn))
+
+    from nb360.datamodules import fsd50k
+
+    def no_recompute(*args):
+        raise AssertionError("a valid cache was computed again")
+
+    monkeypatch.setattr(fsd50k, "chunk_features", no_recompute)
+    again = datasets(copy, "search")
+    assert torch.equal(again["val"][0]["x"], cached["val"][0]["x"])
+
+
+def test_a_changed_parameter_or_wav_invalidates_the_cache(copy, monkeypatch):
+    from nb360.datamodules import fsd50k
+
+    datasets(copy)
+    chunks = copy / "data/chunks"
+    (first,) = chunks.glob("features_eval_*.npy")
+    computed = []
+    real = fsd50k.chunk_features
+    monkeypatch.setattr(fsd50k, "chunk_features", lambda path, logmel: computed.append(path) or real(path, logmel))
+    monkeypatch.setitem(feat.FEATURE_PARAMS, "top_db", 70.0)
+    parts = datasets(copy)
+    test = parts["test"]
+    (second,) = chunks.glob("features_eval_*.npy")  # a new key, and the stale cache is gone
+    assert second != first and len(computed) == len(parts["train"].manifest.paths) + len(test.manifest.paths)  # tr and eval
+    monkeypatch.setitem(feat.FEATURE_PARAMS, "top_db", 80.0)
+
+    victim = test.manifest.paths[1].decode()
+    write_wav(Path(victim), (np.sin(np.arange(SR) * 0.3) * 9000).astype(np.int16))
+    test = datasets(copy)["test"]
+    (third,) = chunks.glob("features_eval_*.npy")
+    assert third not in (first, second)
+    np.testing.assert_array_equal(test.cache[1], datasets(copy, feature_cache=False)["test"].features(1).numpy())
+
+
+def test_an_unwritable_cache_falls_back_to_on_the_fly_features(copy, monkeypatch, capsys):
+    from nb360.datamodules import fsd50k
+
+    def read_only(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fsd50k, "atomic_path", read_only)
+    test = datasets(copy)["test"]
+    assert test.cache is None and test[0]["x"].shape == (1, 96, 101)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("cannot write the FSD50K feature cache" in line and "Permission denied" in line for line in err)
 
 
 def test_missing_noise_and_missing_manifests_are_reported(copy):
