@@ -179,3 +179,77 @@ def test_correlations_match_scipy():
     assert out["kendall"] == pytest.approx(stats.kendalltau(s, g)[0])
     low = proxy_correlations(s, g, lower_is_better=True)
     assert low["spearman"] == pytest.approx(-out["spearman"]) and low["kendall"] == pytest.approx(-out["kendall"])
+
+
+# ---------------------------------------------------------------- TE-NAS measures
+def test_ntk_condition_number_matches_a_jacobian_by_torch_func():
+    from torch.func import functional_call, jacrev
+
+    from nb360.proxies.tenas import ntk_condition_number
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3, track_running_stats=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 5),
+    )
+    x = torch.randn(6, 2, 4, 4)
+    net.train()
+    fixed = {k: v.detach() for k, v in net.named_parameters()}
+    weights = {k: v for k, v in fixed.items() if k.endswith("weight")}  # conv, BN scale and linear weights; no biases
+
+    def summed_outputs(w):
+        return functional_call(net, {**fixed, **w}, (x,)).sum(1)  # one value per sample; BN couples the batch
+
+    jac = jacrev(summed_outputs)(weights)
+    j = torch.cat([jac[k].reshape(6, -1) for k in weights], 1).double()
+    eig = np.linalg.eigvalsh((j @ j.T).numpy())
+    expected = eig[-1] / eig[0]
+    assert ntk_condition_number(net, x) == pytest.approx(expected, rel=1e-4)
+    assert PROXIES["ntk"](net, x, None, None) == pytest.approx(-expected, rel=1e-4)  # higher is better
+    # every parameter, biases included
+    full = jacrev(lambda p: functional_call(net, p, (x,)).sum(1))(fixed)
+    j = torch.cat([full[k].reshape(6, -1) for k in fixed], 1).double()
+    eig = np.linalg.eigvalsh((j @ j.T).numpy())
+    assert ntk_condition_number(net, x, which="all") == pytest.approx(eig[-1] / eig[0], rel=1e-4)
+
+
+def test_ntk_of_a_linear_model_is_the_gram_matrix_of_the_inputs():
+    from nb360.proxies.tenas import ntk_condition_number
+
+    net = nn.Linear(5, 1, bias=False)  # gradient of w.x with respect to w is x: Theta = X X^T
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(2))
+    eig = np.linalg.eigvalsh((x @ x.T).double().numpy())
+    assert ntk_condition_number(net, x) == pytest.approx(eig[-1] / eig[0], rel=1e-6)
+
+
+def test_linear_regions_of_a_one_hidden_layer_net_on_a_line():
+    from nb360.proxies.tenas import linear_regions
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(1, 7), nn.ReLU(), nn.Linear(7, 2))
+    w, b = net[0].weight.detach().numpy()[:, 0], net[0].bias.detach().numpy()
+    xs = np.linspace(-4, 4, 301)
+    # unit i switches at -b_i / w_i: the regions are the intervals between the sorted breakpoints, each with its own pattern
+    breakpoints = np.sort(-b / w)
+    expected = len(np.unique(np.searchsorted(breakpoints, xs)))
+    assert 1 < expected <= 8
+    x = torch.tensor(xs, dtype=torch.float32)[:, None]
+    assert linear_regions(net, x, None, None) == expected
+    assert linear_regions(net, x[:1], None, None) == 1
+    assert linear_regions(net, x, None, None, batch_size=50) == expected  # no BN: chunking changes nothing
+
+
+def test_linear_regions_count_patterns_of_every_relu_in_2d():
+    from nb360.proxies.tenas import linear_regions
+
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2))
+        net[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
+    # first layer: the quadrant signs; second: relu(x1) > relu(x2)
+    x = torch.tensor([[1.0, 2.0], [2.0, 1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [3.0, 0.5]])
+    codes = {(a > 0, c > 0, max(a, 0) - max(c, 0) > 0) for a, c in x.tolist()}
+    assert linear_regions(net, x, None, None) == len(codes) == 5

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from nb360.errors import UsageError
+from nb360.proxies.tenas import linear_regions, ntk
 
 __all__ = [
     "PROXIES",
@@ -25,7 +26,9 @@ __all__ = [
     "grad_norm",
     "grasp",
     "jacob_cov",
+    "linear_regions",
     "naswot",
+    "ntk",
     "proxy_correlations",
     "random_batch",
     "snip",
@@ -190,6 +193,8 @@ PROXIES: dict[str, Callable[[nn.Module, Tensor, Tensor, LossFn], float]] = {
     "jacob_cov": jacob_cov,
     "synflow": synflow,
     "naswot": naswot,
+    "ntk": ntk,
+    "linear_regions": linear_regions,
 }
 
 
