@@ -10,23 +10,23 @@ machine noise hits both alike. Prints a table and writes benchmarks/results/sear
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import resource
 import statistics
-import time
-import warnings
+import sys
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from nb360.datamodules.base import TensorDictDataset
-from nb360.search.bilevel import BilevelDataset, PairSampler
-from nb360.search.darts import DartsSearchModule, ExponentiatedGradient
-from nb360.tasks import get_task
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fmt_ratio, interleave, now, parser, ratio_stats, setup, table, write_result  # noqa: E402
+
+from nb360.datamodules.base import TensorDictDataset  # noqa: E402
+from nb360.search.bilevel import BilevelDataset, PairSampler  # noqa: E402
+from nb360.search.darts import DartsSearchModule, ExponentiatedGradient  # noqa: E402
+from nb360.tasks import get_task  # noqa: E402
 
 SHAPES = {"cifar100": (3, 32, 32), "ecg": (1, 1000)}
 
@@ -35,7 +35,8 @@ def loader(task: str, batch: int, steps: int) -> DataLoader:
     spec = get_task(task)
     n = 2 * batch * steps
     g = torch.Generator().manual_seed(0)
-    data = TensorDictDataset(x=torch.randn(n, *SHAPES[task], generator=g), y=torch.randint(0, spec.num_outputs, (n,), generator=g))
+    x, y = torch.randn(n, *SHAPES[task], generator=g), torch.randint(0, spec.num_outputs, (n,), generator=g)
+    data = TensorDictDataset(x=x, y=y)
     return DataLoader(BilevelDataset(data), batch_size=batch, sampler=PairSampler(n, 0), collate_fn=lambda b: b)
 
 
@@ -50,7 +51,7 @@ def plain_loop(module: DartsSearchModule, data: DataLoader) -> float:
     weights = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
     arch = ExponentiatedGradient(net.arch_parameters(), lr=0.1)
     net.train()
-    start, steps = time.perf_counter(), 0
+    start, steps = now(), 0
     for batch in data:
         weights.zero_grad()
         loss = module.loss(net(batch["weights"]["x"]), batch["weights"]["y"])
@@ -61,15 +62,15 @@ def plain_loop(module: DartsSearchModule, data: DataLoader) -> float:
         module.loss(net(batch["arch"]["x"]), batch["arch"]["y"]).backward()
         arch.step()
         steps += 1
-    return (time.perf_counter() - start) / steps
+    return (now() - start) / steps
 
 
 class _EpochClock(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = time.perf_counter()
+        self.start = now()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self.start
+        self.seconds = now() - self.start
 
 
 def lightning_loop(module: DartsSearchModule, data: DataLoader) -> float:
@@ -83,39 +84,43 @@ def lightning_loop(module: DartsSearchModule, data: DataLoader) -> float:
     return clock.seconds / len(data)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 channels, 5 cells, batch 16, 3 repeats")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    p = parser(__doc__, "8 channels, 5 cells, batch 16, 3 repeats of 4 steps")
+    p.add_argument("--steps", type=int, default=None)
+    args = p.parse_args(argv)
+    setup(args)
     channels, layers, batch = (8, 5, 16) if args.quick else (16, 8, 32)
     repeats, steps = args.repeats or (3 if args.quick else 5), args.steps or (4 if args.quick else 8)
-    warnings.filterwarnings("ignore")
     rows = []
     for task in SHAPES:
         data = loader(task, batch, steps)
-        plain_loop(make_module(task, channels, layers), data)  # warm-up (allocator, kernels)
-        plain, lightning = [], []
-        for _ in range(repeats):
-            plain.append(plain_loop(make_module(task, channels, layers), data))
-            lightning.append(lightning_loop(make_module(task, channels, layers), data))
-        ratios = [light / base for light, base in zip(lightning, plain)]
+        runs = interleave(
+            {
+                "plain": lambda: plain_loop(make_module(task, channels, layers), data),
+                "lightning": lambda: lightning_loop(make_module(task, channels, layers), data),
+            },
+            repeats,
+        )
         rows.append({
-            "task": task, "input": SHAPES[task], "batch": batch, "channels": channels, "layers": layers, "steps": steps,
-            "plain_s_per_step": statistics.median(plain), "lightning_s_per_step": statistics.median(lightning),
-            "ratio_min": min(ratios), "ratio_median": statistics.median(ratios), "ratio_max": max(ratios),
+            "task": task, "input": "x".join(map(str, SHAPES[task])), "batch": batch, "channels": channels, "layers": layers,
+            "steps": steps, "plain_s_per_step": statistics.median(runs["plain"]),
+            "lightning_s_per_step": statistics.median(runs["lightning"]), **ratio_stats(runs["lightning"], runs["plain"]),
         })  # fmt: skip
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{'task':<9} {'input':<12} {'plain s/step':>12} {'lightning s/step':>16} {'ratio min/median/max':>22}")
-    for r in rows:
-        ratio = f"{r['ratio_min']:.3f}/{r['ratio_median']:.3f}/{r['ratio_max']:.3f}"
-        print(f"{r['task']:<9} {str(r['input']):<12} {r['plain_s_per_step']:>12.3f} {r['lightning_s_per_step']:>16.3f} {ratio:>22}")
-    print(f"peak resident memory of the process: {peak_mb:.0f} MB")
-    out = Path(__file__).resolve().parent / "results" / "search_step.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "threads": torch.get_num_threads(), "peak_rss_mb": peak_mb, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    print(format_table(rows))
+    print(f"wrote {write_result('search_step', args, rows)}")
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    for row in rows:
+        row["ratio"] = fmt_ratio(row)
+    return table(
+        rows,
+        [
+            ("task", "task", ""), ("input", "input", ""), ("batch", "batch", ""), ("plain s/step", "plain_s_per_step", ".3f"),
+            ("lightning s/step", "lightning_s_per_step", ".3f"), ("ratio min/median/max", "ratio", ""),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ class RelativeL2Sum(nn.Module):
     """Darcy Flow's training loss: the sum over the batch of per-sample relative l2 errors.
 
     The reference sums rather than averages (``LpLoss(size_average=False)``); the sum
-    sets the effective learning rate, so it is kept.
+    sets the effective learning rate, so it is kept. ``sums_over_batch`` tells the training
+    modules to keep it a sum over the global batch under DDP (see ``TaskModule.batch_loss``).
     """
+
+    sums_over_batch = True
 
     def forward(self, preds: Tensor, target: Tensor, **_: Any) -> Tensor:
         return relative_l2(preds, target).sum()

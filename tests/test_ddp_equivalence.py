@@ -42,8 +42,8 @@ def net_weights(checkpoint) -> dict[str, torch.Tensor]:
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(train, tmp_path, darcy_root, capsys):
     """A small FNO-2d (the Darcy expert; no batch norm) on Darcy: 8 training samples, global batch 4, 2 epochs.
 
-    The loss is a mean over the batch (``--model.loss mse``): Darcy's reference loss sums over the batch,
-    and DDP's gradient averaging then divides the gradient by the number of processes (docs/performance.md).
+    The loss is Darcy's reference loss, a sum over the batch: under DDP it is scaled by the number of processes,
+    so that the averaged gradient is that of the sum over the global batch (docs/performance.md).
 
     One process trains on batches of 4; two gloo processes on batches of 2 each (``--global_batch_size 4``
     sets both). The same samples form each global batch (DistributedEpochShuffle) and DDP averages the
@@ -51,7 +51,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(train, tm
     (CUDA only in torch) falls back to per-process statistics with one note.
     """
     args = [a.replace("wrn", "expert") for a in darcy_args(darcy_root)]
-    common = [*args, "--model.network_options={modes: 3, width: 8}", "--model.loss=mse", "--global_batch_size=4"]
+    common = [*args, "--model.network_options={modes: 3, width: 8}", "--global_batch_size=4"]
     common += ["--trainer.max_epochs=2", "--trainer.sync_batchnorm=true"]
     assert train(*common, output_dir=tmp_path / "one") == 0
     assert "batch norm statistics stay per process" in capsys.readouterr().err

@@ -179,7 +179,7 @@ class SearchModule(TaskModule):
             self.clip_gradients(weight_opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         weight_opt.step()
         arch_opt.zero_grad()  # this step's architecture gradients are not used
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
+        self.log_epoch_mean("train/loss", loss, len(batch["x"]))
 
     def arch_step(self, batch: dict[str, dict[str, Tensor]]) -> None:
         """First-order step: the gradient of the loss on the architecture half (override for other rules)."""
@@ -188,9 +188,7 @@ class SearchModule(TaskModule):
         loss = self.batch_loss(batch["arch"])
         self.manual_backward(loss)
         self.step_architecture()
-        self.log(
-            "train/arch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(batch["arch"]["x"]), sync_dist=True
-        )
+        self.log_epoch_mean("train/arch_loss", loss, len(batch["arch"]["x"]))
 
     def step_architecture(self) -> None:
         """Average the architecture gradients over processes, step the architecture optimiser, drop weight gradients."""
@@ -212,6 +210,7 @@ class SearchModule(TaskModule):
         sync_epoch_schedules(self.trainer)
 
     def on_train_epoch_end(self) -> None:
+        self.log_epoch_means()
         self.log_dict(self.arch_summary(), on_step=False, on_epoch=True)
 
     # ----------------------------------------------------------------- DARTS' second order
@@ -223,7 +222,7 @@ class SearchModule(TaskModule):
         for p, g in zip(self.net.arch_parameters(), gradients):
             p.grad = g
         self.step_architecture()
-        self.log("train/arch_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["arch"]["x"]), sync_dist=True)
+        self.log_epoch_mean("train/arch_loss", loss, len(batch["arch"]["x"]))
 
     def unrolled_arch_gradients(
         self, train_batch: dict[str, Tensor], arch_batch: dict[str, Tensor], weight_opt: torch.optim.Optimizer

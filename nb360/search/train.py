@@ -95,7 +95,7 @@ class TrainModule(TaskModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.batch_loss(batch)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
+        self.log_epoch_mean("train/loss", loss, len(batch["x"]))  # logged at the epoch's end
         return loss
 
     def configure_optimizers(self) -> Any:
