@@ -273,6 +273,7 @@ def main(argv: Sequence[str] | None = None, config_dir: Path | None = None) -> i
         detail = [line for line in lines[1:] if line.startswith("Given value:")]
         print(f"nb360: error: {' '.join(lines[:1] + detail)}; see train.py --help", file=sys.stderr)
         return UsageError.exit_code
-    print(f"{results['task']} / {results['method']} / seed {results['seed']}: "
-          f"{results['split']} {results['metric']} = {results['value']:.6g}  ->  {Path(results.get('run_dir', cli.run_dir)) / 'results.json'}")
+    value, where = results["value"], Path(results.get("run_dir", cli.run_dir)) / "results.json"
+    score = f"{results['split']} {results['metric']} = {value:.6g}" if value is not None else "no validation score"
+    print(f"{results['task']} / {results['method']} / seed {results['seed']}: {score}  ->  {where}")
     return 0

@@ -95,7 +95,7 @@ def record_search(
         "seed": ctx.seed,
         "stage": "search",
         "metric": ctx.model.metric_name,
-        "value": value,
+        "value": None if math.isnan(value) else value,  # null (strict JSON) for searches without a validation score
         "lower_is_better": metric_lower_is_better(metric_class(ctx.task.metric)),
         "split": getattr(ctx.datamodule, "eval_split", "val"),
         "wall_time_s": round(wall_time_s, 3),

@@ -187,8 +187,10 @@ def test_search_then_retrain_end_to_end(space, cifar, train, tmp_path):
         assert len(log["rounds"]) == 1 and len(OPS) - 1 == 4  # 4 ops, 3 pruned in the first round
         network = build_network("nb201", get_task("cifar100"), arch=saved["arch"], channels=4, cells=1)  # --eval_nb201.*
     assert results["params"] == count_parameters(network)
-    search = json.loads((run_dir / "search.json").read_text())
+    strict = {"parse_constant": lambda name: pytest.fail(f"search.json holds {name}, which is not JSON")}
+    search = json.loads((run_dir / "search.json").read_text(), **strict)
     assert search["rounds"] == len(log["rounds"]) and search["genotype"] == saved
+    assert search["value"] is None  # a training-free search has no validation score
 
 
 def test_nb201_stages_separately(cifar, train, tmp_path):
