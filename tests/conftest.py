@@ -50,6 +50,20 @@ def restore_registries():
         registry._entries, registry._keys = entries, keys
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: tiny networks run fastest so, and several threads crawl on a shared CPU.
+
+    Modules of many tiny steps use it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def s3_server(isolated_environment):
     """A local S3 server (moto) on 127.0.0.1 with the public bucket ``pde-xd`` holding ``task/blob.bin``."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
 from nb360 import proxies
@@ -53,13 +52,7 @@ def write_store(path: Path, values: dict[int, float], *, error: bool = False, sp
     return builder.write(path, source={"file": "test", "sha256": None})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is faster than several fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny steps: one intra-op thread
 
 
 @pytest.fixture(scope="module")

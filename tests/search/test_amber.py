@@ -20,13 +20,7 @@ TASKS = ("ecg", "satellite", "deepsea")
 SMALL = {"filters": 8, "fc_units": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The controller's many tiny LSTM steps are far slower with several threads on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny steps: one intra-op thread
 
 
 # ---------------------------------------------------------------- the space

@@ -44,13 +44,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Hundreds of tiny convolutions: one intra-op thread is much faster, on a loaded CI machine above all."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny steps: one intra-op thread
 
 
 def table_measure(table: dict, calls: list | None = None):

@@ -25,15 +25,7 @@ TINY_NET = '--model.network_options={"depth": 10, "widen": 1}'
 State = optuna.trial.TrialState
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks train fastest on one thread (and several threads crawl on a loaded machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny steps: one intra-op thread
 
 
 @pytest.fixture(scope="module")
