@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None, config_dir: Path | None = None) -> i
         return err.exit_code
     except argparse.ArgumentError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = [line for line in lines[1:] if line.startswith("Given value:")]
+        detail = [line for line in lines[1:] if line.startswith(("Given value:", "Expected "))]
         print(f"nb360: error: {' '.join(lines[:1] + detail)}; see train.py --help", file=sys.stderr)
         return UsageError.exit_code
     value, where = results["value"], Path(results.get("run_dir", cli.run_dir)) / "results.json"

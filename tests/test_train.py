@@ -142,6 +142,7 @@ def test_mixed_precision_falls_back_to_fp32_on_cpu(train, tmp_path, darcy_root, 
         (["--task", "imagenet"], 2, ["unknown task 'imagenet'", "cifar100", "deepsea"]),
         (["--task", "darcy", "--method", "gdas9"], 2, ["unknown method 'gdas9'", "wrn"]),
         (["--task", "darcy", "--model.lr", "fast"], 2, ["model.lr", "fast"]),
+        (["--task", "ninapro", "--method", "tenas", "--model.space", "foo"], 2, ["model.space", "'darts', 'nb201'", "foo"]),
         (["--task", "darcy", "--trainer.max_epochs=1", "--data.source=local", "--data.root={empty}"], 1, ["missing", "piececonst_r421_N1024_smooth1.mat", "download"]),
     ],
 )
